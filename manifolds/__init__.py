@@ -1,0 +1,13 @@
+"""Riemannian manifolds for geometric deep learning: geometry only (torch + geoopt).
+
+Every manifold is a :class:`Manifold` (a ``geoopt.Manifold``) with exp/log maps, geodesic
+distances, geodesics, a base distribution with its exact log-density, and input checks.
+This package never imports ``geoflow``; use it in any project.
+"""
+
+from .base import Manifold
+from .euclidean import Euclidean
+from .sphere import Sphere
+from .torus import FlatTorus
+
+__all__ = ["Manifold", "Euclidean", "Sphere", "FlatTorus"]

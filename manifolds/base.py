@@ -1,0 +1,203 @@
+"""The :class:`Manifold` base class: the contract every geoflow manifold meets.
+
+A manifold here is a :class:`geoopt.Manifold` (so ``geoopt.ManifoldParameter`` and
+``geoopt.optim.RiemannianAdam`` work on it) with the extra members flow matching
+needs: ``dim``, ``geodesic``, a base distribution (``random_base``/``base_log_prob``)
+and input checks that raise a ``ValueError`` saying what is wrong.
+
+Conventions
+-----------
+* A point has shape ``(*batch, *point_shape)``; batch dimensions lead and broadcast.
+* Tangent vectors are stored in ambient coordinates with the point's shape.
+* Scalars per point (``dist``, ``inner``, ``norm``, ``base_log_prob``) have shape
+  ``(*batch,)`` (or ``(*batch, 1...)`` with ``keepdim=True``).
+* ``t`` in :meth:`geodesic` is a float or a tensor broadcasting against ``(*batch,)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Optional, Sequence
+
+import geoopt
+import torch
+
+from ._math import sqrt_safe
+
+__all__ = ["Manifold"]
+
+
+def _size(size: Sequence) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+        size = tuple(size[0])
+    out = []
+    for s in size:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"random_base: size must be non-negative integers, got {tuple(size)!r}")
+        out.append(int(s))
+    return tuple(out)
+
+
+class Manifold(geoopt.Manifold, abc.ABC):
+    """Base class of all geoflow manifolds.
+
+    Subclasses set :attr:`point_shape` and :attr:`dim` and implement the geometry
+    (``projx``, ``proju``, ``expmap``, ``logmap``, ``dist``, ``inner``), the base
+    distribution (``_random_base``, ``base_log_prob``) and the two tolerance checks
+    ``_check_point_on_manifold`` / ``_check_vector_on_tangent`` (geoopt's names), which
+    return ``(ok, reason)`` where ``reason`` states how far off the input is.
+    """
+
+    #: Shape of one point, e.g. ``(3,)`` for S^2 in R^3 or ``(3, 3)`` for SO(3).
+    point_shape: tuple[int, ...] = ()
+    #: Intrinsic dimension.
+    dim: int = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _set_shape(self, point_shape: tuple[int, ...], dim: int) -> None:
+        """Record the point shape and intrinsic dimension (``ndim`` is geoopt's name)."""
+        self.point_shape = tuple(int(s) for s in point_shape)
+        self.ndim = len(self.point_shape)
+        self.dim = int(dim)
+
+    @staticmethod
+    def _check_int(name: str, value, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
+        if value < minimum:
+            raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+        return int(value)
+
+    @staticmethod
+    def _check_positive(name: str, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"`{name}` must be a positive float, got {type(value).__name__} {value!r}")
+        value = float(value)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
+        return value
+
+    def _check_shape(self, shape, name):
+        shape = tuple(shape)
+        k = len(self.point_shape)
+        ok = len(shape) >= k and shape[len(shape) - k :] == tuple(self.point_shape)
+        reason = None
+        if not ok:
+            reason = (
+                f"{self!r}: `{name}` must have trailing shape {tuple(self.point_shape)} "
+                f"(one point), got shape {shape}"
+            )
+        return ok, reason
+
+    def _expand_t(self, t, like: torch.Tensor) -> torch.Tensor:
+        """Turn ``t`` (float or tensor over the batch) into a tensor broadcasting with points."""
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+        return t.reshape(t.shape + (1,) * self.ndim)
+
+    def _point_sum(self, v: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+        """Sum over the point dimensions."""
+        dims = tuple(range(-self.ndim, 0))
+        return v.sum(dim=dims, keepdim=keepdim)
+
+    def _default_dtype(self, dtype):
+        return dtype if dtype is not None else torch.get_default_dtype()
+
+    # ------------------------------------------------------------------ checks
+    def _validate_tensor(self, x, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self!r}: `{name}` must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{self!r}: `{name}` must have a floating dtype, got {x.dtype}")
+        ok, reason = self._check_shape(x.shape, name)
+        if not ok:
+            raise ValueError(reason)
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{self!r}: `{name}` contains {bad} NaN or inf entries")
+
+    def _tols(self, dtype, atol, rtol):
+        default = 1e-7 if dtype == torch.float64 else 1e-4
+        return (default if atol is None else atol), (default if rtol is None else rtol)
+
+    def check_point(self, x: torch.Tensor, *, atol: Optional[float] = None, rtol: Optional[float] = None) -> None:
+        """Raise ``ValueError``/``TypeError`` unless ``x`` is a batch of points on the manifold.
+
+        The message names the manifold, the expected shape and how far off the point is.
+        Tolerances default to 1e-4 (float32) or 1e-7 (float64).
+        """
+        self._validate_tensor(x, "x")
+        atol, rtol = self._tols(x.dtype, atol, rtol)
+        ok, reason = self._check_point_on_manifold(x, atol=atol, rtol=rtol)
+        if not ok:
+            raise ValueError(f"{self!r}: `x` is not on the manifold: {reason}")
+
+    def check_vector(
+        self, x: torch.Tensor, u: torch.Tensor, *, atol: Optional[float] = None, rtol: Optional[float] = None
+    ) -> None:
+        """Raise ``ValueError``/``TypeError`` unless ``u`` is tangent at the point ``x``."""
+        self.check_point(x, atol=atol, rtol=rtol)
+        self._validate_tensor(u, "u")
+        if u.dtype != x.dtype:
+            raise TypeError(f"{self!r}: `u` has dtype {u.dtype} but `x` has dtype {x.dtype}")
+        atol, rtol = self._tols(x.dtype, atol, rtol)
+        ok, reason = self._check_vector_on_tangent(x, u, atol=atol, rtol=rtol)
+        if not ok:
+            raise ValueError(f"{self!r}: `u` is not tangent at `x`: {reason}")
+
+    # ---------------------------------------------------------------- geometry
+    def norm(self, x: torch.Tensor, u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+        """Riemannian norm |u|_x; its gradient is finite (zero) at u == 0."""
+        return sqrt_safe(self.inner(x, u, keepdim=keepdim))
+
+    def geodesic(self, x0: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
+        """Point at fraction ``t`` of the minimising geodesic from ``x0`` to ``x1``.
+
+        .. math:: \\gamma(t) = \\exp_{x_0}(t \\log_{x_0}(x_1))
+        """
+        return self.expmap(x0, self._expand_t(t, x0) * self.logmap(x0, x1))
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.expmap(x, u)
+
+    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Vector transport by projection onto the tangent space at ``y``."""
+        return self.proju(y, v)
+
+    def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.proju(x, u)
+
+    # ----------------------------------------------------------- distribution
+    def random_base(self, *size, generator: Optional[torch.Generator] = None, dtype=None, device=None) -> torch.Tensor:
+        """Samples of the base distribution, shape ``(*size, *point_shape)``.
+
+        ``size`` may be given as integers or as one tuple; ``generator`` makes the draw
+        reproducible.
+        """
+        size = _size(size)
+        dtype = self._default_dtype(dtype)
+        if not dtype.is_floating_point:
+            raise TypeError(f"{self!r}: random_base needs a floating dtype, got {dtype}")
+        if device is None and generator is not None:
+            device = generator.device
+        return self._random_base(size, generator=generator, dtype=dtype, device=device)
+
+    @abc.abstractmethod
+    def _random_base(self, size: tuple[int, ...], *, generator, dtype, device) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def base_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density of the base distribution w.r.t. the Riemannian volume, shape ``(*batch,)``."""
+
+    # --------------------------------------------------------------- misc
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _log_sphere_area(n: int) -> float:
+    """log of the area of the unit n-sphere S^n in R^{n+1}: 2 pi^{(n+1)/2} / Gamma((n+1)/2)."""
+    return math.log(2.0) + 0.5 * (n + 1) * math.log(math.pi) - math.lgamma(0.5 * (n + 1))

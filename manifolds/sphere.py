@@ -1,0 +1,131 @@
+"""The unit sphere S^n in R^{n+1} with the round metric and the uniform base distribution."""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import torch
+
+from ._math import TINY, atan2_over, norm_safe, sinc
+from .base import Manifold, _log_sphere_area
+
+__all__ = ["Sphere"]
+
+
+def _any(mask: torch.Tensor) -> bool:
+    """``mask.any()`` as a Python bool; True under ``torch.func.vmap`` (no data-dependent branches there)."""
+    try:
+        return bool(mask.any())
+    except RuntimeError:
+        return True
+
+
+class Sphere(Manifold, geoopt.Sphere):
+    """Unit sphere S^n = {x in R^{n+1} : |x| = 1}.
+
+    .. math::
+        \\exp_x(u) = \\cos(|u|) x + \\mathrm{sinc}(|u|) u, \\qquad
+        \\log_x(y) = \\frac{\\theta}{\\sin\\theta} (y - \\langle x, y\\rangle x), \\qquad
+        d(x, y) = \\theta = 2\\,\\mathrm{atan2}(|x - y|, |x + y|)
+
+    The distance uses the atan2 form, accurate to round-off near x == y where
+    ``acos(<x, y>)`` loses half the digits.  At antipodal points the logarithm is not
+    unique; a fixed tangent direction of length pi is returned (finite, tangent).
+
+    Base distribution: uniform, log p = -log(2 pi^{(n+1)/2} / Gamma((n+1)/2)).
+
+    Args:
+        n: intrinsic dimension (S^2 is ``Sphere(2)``, points in R^3).
+
+    Shapes: points and tangent vectors ``(*batch, n + 1)``.
+    """
+
+    def __init__(self, n: int):
+        n = self._check_int("n", n)
+        geoopt.Sphere.__init__(self)
+        self._set_shape((n + 1,), n)
+        self.n = n
+        self._log_area = _log_sphere_area(n)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
+
+    # ----------------------------------------------------------------- checks
+    def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
+        err = ((x * x).sum(-1).sqrt() - 1).abs()
+        worst = float(err.max()) if err.numel() else 0.0
+        if worst > atol + rtol:
+            return False, f"expected |x| = 1 (points of shape (..., {self.n + 1})), but max ||x| - 1| = {worst:.3g} > tolerance {atol + rtol:.1g}; use projx to project"
+        return True, None
+
+    def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
+        err = (x * u).sum(-1).abs()
+        worst = float(err.max()) if err.numel() else 0.0
+        if worst > atol + rtol * float(u.abs().max() if u.numel() else 0.0):
+            return False, f"expected <x, u> = 0, but max |<x, u>| = {worst:.3g}; use proju to project"
+        return True, None
+
+    # --------------------------------------------------------------- geometry
+    def projx(self, x):
+        return x / norm_safe(x, keepdim=True).clamp_min(TINY[x.dtype] if x.dtype in TINY else 1e-30)
+
+    def proju(self, x, u):
+        return u - (x * u).sum(-1, keepdim=True) * x
+
+    def egrad2rgrad(self, x, u):
+        return self.proju(x, u)
+
+    def inner(self, x, u, v=None, *, keepdim=False):
+        out = (u * (u if v is None else v)).sum(-1, keepdim=keepdim)
+        target = torch.broadcast_shapes(x.shape[:-1], out.shape[: out.dim() - int(keepdim)])
+        return out.expand(target + ((1,) if keepdim else ()))
+
+    def component_inner(self, x, u, v=None):
+        return u * (u if v is None else v)
+
+    def expmap(self, x, u):
+        theta = norm_safe(u, keepdim=True)
+        return x * torch.cos(theta) + u * sinc(theta)
+
+    def retr(self, x, u):
+        return self.projx(x + u)
+
+    def logmap(self, x, y):
+        c = (x * y).sum(-1, keepdim=True)
+        v = y - c * x
+        s = norm_safe(v, keepdim=True)
+        out = atan2_over(s, c) * v
+        hard = (c < 0) & (s < 1e-2)
+        if _any(hard):
+            out = torch.where(hard, self._log_near_antipodal(x, v, c), out)
+        return out
+
+    def _log_near_antipodal(self, x, v, c):
+        # Near antipodal points v = y - <x,y> x is small and carries round-off along x:
+        # project it once more.  Where it is pure round-off the logarithm is not unique;
+        # return pi times a fixed unit tangent direction (the projection of e_0, or of e_1
+        # when x is near +-e_0), which is finite and tangent.
+        x, v = torch.broadcast_tensors(x, v)
+        v = v - (x * v).sum(-1, keepdim=True) * x
+        s = norm_safe(v, keepdim=True)
+        k = (x[..., :1].abs() > 0.9).to(torch.long)
+        e = torch.zeros_like(x).scatter_(-1, k, 1.0)
+        f = e - (x * e).sum(-1, keepdim=True) * x
+        f = f / norm_safe(f, keepdim=True)
+        lost = s < 64 * torch.finfo(x.dtype).eps
+        return torch.where(lost, math.pi * f, atan2_over(s, c) * v)
+
+    def dist(self, x, y, *, keepdim=False):
+        return 2 * torch.atan2(norm_safe(x - y, keepdim=keepdim), norm_safe(x + y, keepdim=keepdim))
+
+    def transp(self, x, y, v):
+        return self.proju(y, v)
+
+    # ----------------------------------------------------------- distribution
+    def _random_base(self, size, *, generator, dtype, device):
+        z = torch.randn(*size, self.n + 1, generator=generator, dtype=dtype, device=device)
+        return self.projx(z)
+
+    def base_log_prob(self, x):
+        return torch.full(x.shape[:-1], -self._log_area, dtype=x.dtype, device=x.device)
