@@ -9,5 +9,6 @@ from .base import Manifold
 from .euclidean import Euclidean
 from .sphere import Sphere
 from .torus import FlatTorus
+from .product import Product
 
-__all__ = ["Manifold", "Euclidean", "Sphere", "FlatTorus"]
+__all__ = ["Manifold", "Euclidean", "Sphere", "FlatTorus", "Product"]

@@ -112,8 +112,9 @@ class Manifold(geoopt.Manifold, abc.ABC):
         ok, reason = self._check_shape(x.shape, name)
         if not ok:
             raise ValueError(reason)
-        if not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
+        finite = torch.isfinite(x.detach())
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
             raise ValueError(f"{self!r}: `{name}` contains {bad} NaN or inf entries")
 
     def _tols(self, dtype, atol, rtol):
@@ -127,6 +128,7 @@ class Manifold(geoopt.Manifold, abc.ABC):
         Tolerances default to 1e-4 (float32) or 1e-7 (float64).
         """
         self._validate_tensor(x, "x")
+        x = x.detach()
         atol, rtol = self._tols(x.dtype, atol, rtol)
         ok, reason = self._check_point_on_manifold(x, atol=atol, rtol=rtol)
         if not ok:
@@ -138,6 +140,7 @@ class Manifold(geoopt.Manifold, abc.ABC):
         """Raise ``ValueError``/``TypeError`` unless ``u`` is tangent at the point ``x``."""
         self.check_point(x, atol=atol, rtol=rtol)
         self._validate_tensor(u, "u")
+        x, u = x.detach(), u.detach()
         if u.dtype != x.dtype:
             raise TypeError(f"{self!r}: `u` has dtype {u.dtype} but `x` has dtype {x.dtype}")
         atol, rtol = self._tols(x.dtype, atol, rtol)

@@ -33,6 +33,12 @@ class Euclidean(Manifold, geoopt.Euclidean):
         self._set_shape((n,), n)
         self.n = n
         self.std = std
+        self.injectivity_radius = math.inf
+        self.normalisation_chart = ("gaussian", 1.5 * std)
+
+    def base_origin(self, dtype=None, device=None):
+        """Centre of the base distribution."""
+        return torch.zeros(self.n, dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         return f"n={self.n}" + (f", std={self.std}" if self.std != 1.0 else "")

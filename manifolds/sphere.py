@@ -47,6 +47,8 @@ class Sphere(Manifold, geoopt.Sphere):
         self._set_shape((n + 1,), n)
         self.n = n
         self._log_area = _log_sphere_area(n)
+        self.injectivity_radius = math.pi
+        self.normalisation_chart = ("ball", math.pi)
 
     def extra_repr(self) -> str:
         return f"n={self.n}"

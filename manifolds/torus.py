@@ -39,6 +39,8 @@ class FlatTorus(Manifold, geoopt.Manifold):
         geoopt.Manifold.__init__(self)
         self._set_shape((n,), n)
         self.n = n
+        self.injectivity_radius = math.pi
+        self.normalisation_chart = ("cube", math.pi)
 
     def extra_repr(self) -> str:
         return f"n={self.n}"
