@@ -25,7 +25,7 @@ import torch
 
 from ._math import sqrt_safe
 
-__all__ = ["Manifold"]
+__all__ = ["Manifold", "geodesic_and_velocity_jvp"]
 
 
 def _size(size: Sequence) -> tuple[int, ...]:
@@ -160,6 +160,16 @@ class Manifold(geoopt.Manifold, abc.ABC):
         """
         return self.expmap(x0, self._expand_t(t, x0) * self.logmap(x0, x1))
 
+    def geodesic_and_velocity(self, x0: torch.Tensor, x1: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """The geodesic point gamma(t) and its velocity d gamma / dt (tangent at gamma(t)).
+
+        gamma(t) = geodesic(x0, x1, t), so the velocity is the parallel transport of
+        log_{x0}(x1) to gamma(t).  This default differentiates :meth:`geodesic` with
+        forward-mode autodiff (:func:`geodesic_and_velocity_jvp`); manifolds override it with
+        closed forms, which the tests check against this reference.
+        """
+        return geodesic_and_velocity_jvp(self, x0, x1, t)
+
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.expmap(x, u)
 
@@ -169,6 +179,16 @@ class Manifold(geoopt.Manifold, abc.ABC):
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.proju(x, u)
+
+    def log_volume_density(self, x: torch.Tensor) -> torch.Tensor:
+        """log of the Riemannian volume's density w.r.t. the ambient coordinates' volume, shape ``(*batch,)``.
+
+        Zero for manifolds whose metric is induced by the ambient (pseudo-)Euclidean space
+        (Euclidean, Sphere, FlatTorus, Lorentz, SO3); ``n log lambda_x`` on the Poincare ball,
+        ``-(n+1)/2 log det P`` (plus a constant) for affine-invariant SPD.  Solvers use its
+        gradient for the Riemannian divergence: div_g v = tr(P_x J_v) + <grad log rho, v>.
+        """
+        return torch.zeros(x.shape[: x.dim() - self.ndim], dtype=x.dtype, device=x.device)
 
     # ----------------------------------------------------------- distribution
     def random_base(self, *size, generator: Optional[torch.Generator] = None, dtype=None, device=None) -> torch.Tensor:
@@ -199,6 +219,18 @@ class Manifold(geoopt.Manifold, abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def geodesic_and_velocity_jvp(manifold, x0: torch.Tensor, x1: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference geodesic velocity: ``torch.func.jvp`` of ``manifold.geodesic`` in ``t``.
+
+    Works for any manifold with a differentiable ``geodesic``; ``t`` broadcasts over the batch.
+    """
+    k = manifold.ndim
+    t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    batch = torch.broadcast_shapes(x0.shape[: x0.dim() - k], x1.shape[: x1.dim() - k], t.shape)
+    t = t.expand(batch).contiguous()
+    return torch.func.jvp(lambda s: manifold.geodesic(x0, x1, s), (t,), (torch.ones_like(t),))
 
 
 def _log_sphere_area(n: int) -> float:

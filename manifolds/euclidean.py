@@ -67,6 +67,10 @@ class Euclidean(Manifold, geoopt.Euclidean):
     def geodesic(self, x0, x1, t):
         return torch.lerp(x0, x1, self._expand_t(t, x0))
 
+    def geodesic_and_velocity(self, x0, x1, t):
+        xt = torch.lerp(x0, x1, self._expand_t(t, x0))
+        return xt, (x1 - x0).expand_as(xt)
+
     def inner(self, x, u, v=None, *, keepdim=False):
         if v is None:
             v = u

@@ -115,6 +115,11 @@ class Product(Manifold, geoopt.ProductManifold):
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
         return self._join([m.geodesic(a, b, t) for m, a, b in zip(self.manifolds, self._split(x0), self._split(x1))])
 
+    def geodesic_and_velocity(self, x0, x1, t):
+        t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+        outs = [m.geodesic_and_velocity(a, b, t) for m, a, b in zip(self.manifolds, self._split(x0), self._split(x1))]
+        return self._join([o[0] for o in outs]), self._join([o[1] for o in outs])
+
     def inner(self, x, u, v=None, *, keepdim=False):
         if v is None:
             v = u
@@ -130,6 +135,9 @@ class Product(Manifold, geoopt.ProductManifold):
 
     def dist(self, x, y, *, keepdim=False):
         return sqrt_safe(self.dist2(x, y, keepdim=keepdim))
+
+    def log_volume_density(self, x):
+        return self._reduce(lambda m, xi: m.log_volume_density(xi), x)
 
     # ----------------------------------------------------------- distribution
     def _random_base(self, size, *, generator, dtype, device):

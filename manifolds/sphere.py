@@ -121,6 +121,18 @@ class Sphere(Manifold, geoopt.Sphere):
     def dist(self, x, y, *, keepdim=False):
         return 2 * torch.atan2(norm_safe(x - y, keepdim=keepdim), norm_safe(x + y, keepdim=keepdim))
 
+    def geodesic_and_velocity(self, x0, x1, t):
+        """Closed form: with u = log_{x0}(x1), theta = |u|, a = t theta,
+        gamma = cos(a) x0 + t sinc(a) u and gamma' = -theta sin(a) x0 + cos(a) u."""
+        u = self.logmap(x0, x1)
+        theta = norm_safe(u, keepdim=True)
+        t = self._expand_t(t, x0)
+        a = t * theta
+        ca = torch.cos(a)
+        xt = x0 * ca + u * (t * sinc(a))
+        vt = u * ca - x0 * (theta * torch.sin(a))
+        return xt, vt
+
     def transp(self, x, y, v):
         return self.proju(y, v)
 

@@ -87,6 +87,11 @@ class FlatTorus(Manifold, geoopt.Manifold):
     def geodesic(self, x0, x1, t):
         return wrap_angle(x0 + self._expand_t(t, x0) * wrap_angle(x1 - x0))
 
+    def geodesic_and_velocity(self, x0, x1, t):
+        d = wrap_angle(x1 - x0)
+        xt = wrap_angle(x0 + self._expand_t(t, x0) * d)
+        return xt, d.expand_as(xt)
+
     def transp(self, x, y, v):
         return v
 

@@ -1,0 +1,31 @@
+"""Conditional probability paths: schedulers, affine Gaussian paths, geodesic paths.
+
+t = 0 is the base (noise) distribution and t = 1 the data, as in Lipman et al. 2023.
+"""
+
+from .affine import AffinePath
+from .geodesic import GeodesicPath, geodesic_velocity_reference
+from .path_sample import PathSample
+from .schedulers import (
+    CondOTScheduler,
+    CosineScheduler,
+    PolynomialScheduler,
+    Scheduler,
+    SchedulerOutput,
+    VEScheduler,
+    VPScheduler,
+)
+
+__all__ = [
+    "AffinePath",
+    "GeodesicPath",
+    "PathSample",
+    "Scheduler",
+    "SchedulerOutput",
+    "CondOTScheduler",
+    "CosineScheduler",
+    "PolynomialScheduler",
+    "VPScheduler",
+    "VEScheduler",
+    "geodesic_velocity_reference",
+]
