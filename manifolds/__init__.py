@@ -10,5 +10,18 @@ from .euclidean import Euclidean
 from .sphere import Sphere
 from .torus import FlatTorus
 from .product import Product
+from .hyperbolic import Lorentz, PoincareBall
+from .so3 import SO3
+from .spd import SPD
 
-__all__ = ["Manifold", "Euclidean", "Sphere", "FlatTorus", "Product"]
+__all__ = [
+    "Manifold",
+    "Euclidean",
+    "Sphere",
+    "FlatTorus",
+    "PoincareBall",
+    "Lorentz",
+    "SPD",
+    "SO3",
+    "Product",
+]

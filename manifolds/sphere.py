@@ -7,7 +7,7 @@ import math
 import geoopt
 import torch
 
-from ._math import TINY, atan2_over, norm_safe, sinc
+from ._math import TINY, atan2_over, dot, norm_safe, sinc, sqrt_safe
 from .base import Manifold, _log_sphere_area
 
 __all__ = ["Sphere"]
@@ -28,10 +28,13 @@ class Sphere(Manifold, geoopt.Sphere):
         \\exp_x(u) = \\cos(|u|) x + \\mathrm{sinc}(|u|) u, \\qquad
         \\log_x(y) = \\frac{\\theta}{\\sin\\theta} (y - \\langle x, y\\rangle x), \\qquad
         d(x, y) = \\theta = 2\\,\\mathrm{atan2}(|x - y|, |x + y|)
+                = \\mathrm{atan2}\\big(\\sqrt{a b}, (b - a) / 2\\big), \\quad a = |x - y|^2,\\ b = |x + y|^2
 
     The distance uses the atan2 form, accurate to round-off near x == y where
-    ``acos(<x, y>)`` loses half the digits.  At antipodal points the logarithm is not
-    unique; a fixed tangent direction of length pi is returned (finite, tangent).
+    ``acos(<x, y>)`` loses half the digits (and near antipodal points); the code evaluates
+    its double-angle form, which needs one safe square root instead of two.  At antipodal
+    points the logarithm is not unique; a fixed tangent direction of length pi is returned
+    (finite, tangent); that correction is computed only on the rows that need it.
 
     Base distribution: uniform, log p = -log(2 pi^{(n+1)/2} / Gamma((n+1)/2)).
 
@@ -73,7 +76,7 @@ class Sphere(Manifold, geoopt.Sphere):
         return x / norm_safe(x, keepdim=True).clamp_min(TINY[x.dtype] if x.dtype in TINY else 1e-30)
 
     def proju(self, x, u):
-        return u - (x * u).sum(-1, keepdim=True) * x
+        return torch.addcmul(u, dot(x, u, keepdim=True), x, value=-1)
 
     def egrad2rgrad(self, x, u):
         return self.proju(x, u)
@@ -88,20 +91,36 @@ class Sphere(Manifold, geoopt.Sphere):
 
     def expmap(self, x, u):
         theta = norm_safe(u, keepdim=True)
-        return x * torch.cos(theta) + u * sinc(theta)
+        return torch.addcmul(u * sinc(theta), x, torch.cos(theta))
 
     def retr(self, x, u):
         return self.projx(x + u)
 
     def logmap(self, x, y):
-        c = (x * y).sum(-1, keepdim=True)
-        v = y - c * x
+        c = dot(x, y, keepdim=True)
+        v = torch.addcmul(y, c, x, value=-1)  # y - <x, y> x
         s = norm_safe(v, keepdim=True)
         out = atan2_over(s, c) * v
         hard = (c < 0) & (s < 1e-2)
         if _any(hard):
-            out = torch.where(hard, self._log_near_antipodal(x, v, c), out)
+            out = self._fix_near_antipodal(x, v, c, hard, out)
         return out
+
+    def _fix_near_antipodal(self, x, v, c, hard, out):
+        # Recompute the few near-antipodal rows only (a full-size pass costs 3x the whole
+        # logmap on 1e6 points with a few dozen such rows); under vmap, where shapes cannot
+        # depend on data, fall back to a full-size torch.where.
+        if out.dim() < 2:
+            return torch.where(hard, self._log_near_antipodal(x, v, c), out)
+        try:
+            rows = hard[..., 0].nonzero(as_tuple=True)
+        except RuntimeError:
+            return torch.where(hard, self._log_near_antipodal(x, v, c), out)
+        shape = out.shape
+        fixed = self._log_near_antipodal(
+            x.expand(shape)[rows], v.expand(shape)[rows], c.expand(shape[:-1] + (1,))[rows]
+        )
+        return out.index_put(rows, fixed)
 
     def _log_near_antipodal(self, x, v, c):
         # Near antipodal points v = y - <x,y> x is small and carries round-off along x:
@@ -112,14 +131,18 @@ class Sphere(Manifold, geoopt.Sphere):
         v = v - (x * v).sum(-1, keepdim=True) * x
         s = norm_safe(v, keepdim=True)
         k = (x[..., :1].abs() > 0.9).to(torch.long)
-        e = torch.zeros_like(x).scatter_(-1, k, 1.0)
+        e = (torch.arange(x.shape[-1], device=x.device) == k).to(x.dtype)  # one-hot e_k (vmap-friendly)
         f = e - (x * e).sum(-1, keepdim=True) * x
         f = f / norm_safe(f, keepdim=True)
         lost = s < 64 * torch.finfo(x.dtype).eps
         return torch.where(lost, math.pi * f, atan2_over(s, c) * v)
 
     def dist(self, x, y, *, keepdim=False):
-        return 2 * torch.atan2(norm_safe(x - y, keepdim=keepdim), norm_safe(x + y, keepdim=keepdim))
+        # 2 atan2(sqrt(a), sqrt(b)) = atan2(2 sqrt(ab), b - a): same accuracy at both ends,
+        # one safe sqrt; the gradient is 0 (finite) at x == y and at antipodal points.
+        d, p = x - y, x + y
+        a, b = dot(d, d, keepdim=keepdim), dot(p, p, keepdim=keepdim)
+        return torch.atan2(sqrt_safe(a * b), (b - a).mul_(0.5))
 
     def geodesic_and_velocity(self, x0, x1, t):
         """Closed form: with u = log_{x0}(x1), theta = |u|, a = t theta,

@@ -34,6 +34,9 @@ def check_pair(x0, x1, t, ndim):
         raise ValueError(f"`t` must have shape (batch,) = ({batch},), got {tuple(t.shape)}")
     if not t.is_floating_point():
         t = t.to(x0.dtype)
-    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any()) or not bool(torch.isfinite(t).all())):
-        raise ValueError(f"`t` must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+    if t.numel():
+        lo, hi = torch.aminmax(t.detach())
+        lo, hi = float(lo), float(hi)
+        if not (lo >= 0.0 and hi <= 1.0):  # NaN fails both comparisons
+            raise ValueError(f"`t` must lie in [0, 1] (and not be NaN), got values in [{lo}, {hi}]")
     return t.to(x0.dtype)

@@ -1,0 +1,39 @@
+"""Datasets shipped inside geoflow (no download at run time) and synthetic densities.
+
+>>> from geoflow.data import load_dataset
+>>> ds = load_dataset("volcano", seed=0)          # points on Sphere(2), float32
+>>> ds.train.shape, ds.manifold                   # doctest: +SKIP
+((663, 3), Sphere(n=2))
+
+Real sets (files in ``geoflow/data/files/``, provenance and licences in ``PROVENANCE.md``):
+``volcano``, ``earthquake``, ``flood``, ``fire`` on S^2 and ``rna`` on T^7. Synthetic sets
+with exact log-densities: ``vmf_mixture`` (S^2), ``wrapped_normal_torus`` and
+``checkerboard_torus`` (T^2).
+"""
+
+from .datasets import DEFAULT_SYNTHETIC_SAMPLES, GeoDataset, available_datasets, load_dataset
+from .real import EARTH_DATASETS, RNA_ANGLES, lat_lon_to_sphere, load_earth, load_rna
+from .synthetic import (
+    CheckerboardTorus,
+    SyntheticDistribution,
+    VonMisesFisherMixture,
+    WrappedNormalTorusMixture,
+    sample_von_mises_fisher,
+)
+
+__all__ = [
+    "GeoDataset",
+    "load_dataset",
+    "available_datasets",
+    "DEFAULT_SYNTHETIC_SAMPLES",
+    "load_earth",
+    "load_rna",
+    "lat_lon_to_sphere",
+    "EARTH_DATASETS",
+    "RNA_ANGLES",
+    "SyntheticDistribution",
+    "VonMisesFisherMixture",
+    "WrappedNormalTorusMixture",
+    "CheckerboardTorus",
+    "sample_von_mises_fisher",
+]

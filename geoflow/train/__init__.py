@@ -1,0 +1,17 @@
+"""Training: the Riemannian flow-matching trainer, its config and checkpoints."""
+
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .trainer import Trainer, TrainingDiverged, build_model, train
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "train",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+]

@@ -1,0 +1,240 @@
+"""The training loop: AdamW, warm-up + cosine decay, clipping, EMA, validation NLL, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..losses import rcfm_loss
+from ..nn import EMA, MLPVelocity
+from ..paths import CondOTScheduler, CosineScheduler, GeodesicPath
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+__all__ = ["Trainer", "train", "build_model", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def build_model(config: TrainConfig, manifold) -> MLPVelocity:
+    return MLPVelocity(
+        manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, activation=config.activation
+    )
+
+
+def _lr_lambda(config: TrainConfig):
+    def f(step: int) -> float:
+        if config.warmup and step < config.warmup:
+            return (step + 1) / config.warmup
+        span = max(1, config.steps - config.warmup)
+        frac = min(1.0, (step - config.warmup) / span)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return f
+
+
+class Trainer:
+    """Riemannian flow matching on a dataset from :mod:`geoflow.data`.
+
+    Each step draws a batch of data x1 and base samples x0, times t ~ U(0, 1), samples the geodesic
+    path and minimises the RCFM loss.  Every ``eval_every`` steps it computes the validation NLL of
+    the EMA model, writes ``last.pt`` (and ``best.pt`` when the NLL improved) atomically.  Running
+    again with the same ``out`` resumes from ``last.pt``: the RNG states of torch, numpy, Python
+    and the data sampler are restored, so the continued run equals an uninterrupted one.
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True, log=print):
+        from ..data import load_dataset
+
+        self.config = config
+        self.progress = progress
+        self.log = log
+        self.out = Path(config.out)
+        self.data = load_dataset(config.dataset, seed=config.seed, n_samples=config.n_samples)
+        self.manifold = self.data.manifold
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.manifold)
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
+        kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
+        self.path = GeodesicPath(self.manifold, kappa)
+        self.gen = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.best_val = math.inf
+        self.history: list[dict] = []
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.opt.state_dict(),
+            "lr_scheduler": self.sched.state_dict(),
+            "best_val_nll": self.best_val,
+            "history": self.history,
+            "manifold": repr(self.manifold),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "data": self.gen.get_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict, *, source: str = "checkpoint") -> None:
+        if state.get("manifold") != repr(self.manifold):
+            raise ValueError(
+                f"{source} was trained on {state.get('manifold')}, but dataset {self.config.dataset!r} lives on "
+                f"{self.manifold!r}; use another --out folder"
+            )
+        saved = TrainConfig.from_dict(state["config"])
+        if saved.to_dict() != self.config.to_dict():
+            diff = {k: (v, self.config.to_dict()[k]) for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v}
+            raise ValueError(f"{source} was written with a different config {diff} (saved, requested); use another --out folder")
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["lr_scheduler"])
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val_nll"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.gen.set_state(state["rng"]["data"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def save(self, name: str) -> Path:
+        return save_checkpoint(self.state_dict(), self.out / name)
+
+    def maybe_resume(self) -> bool:
+        last = self.out / "last.pt"
+        if last.exists():
+            self.load_state_dict(load_checkpoint(last), source=str(last))
+            self.log(f"resumed from {last} at step {self.step}")
+            return True
+        return False
+
+    # ---------------------------------------------------------------- steps
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    def train_step(self) -> float:
+        cfg, m = self.config, self.manifold
+        train = self.data.train
+        idx = torch.randint(0, train.shape[0], (cfg.batch_size,), generator=self.gen)
+        x1 = train[idx]
+        x0 = m.random_base(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
+        t = torch.rand(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
+        sample = self.path.sample(x0, x1, t)
+        loss = rcfm_loss(m, self.model, sample)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {float(loss.detach())} at step {self.step} (batch indices {idx[:8].tolist()}...); "
+                f"the last good checkpoint is {self.out / 'last.pt'}; lower --lr or raise --grad-clip"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return float(loss.detach())
+
+    def nll(self, x: torch.Tensor, *, model=None, steps=None, method=None, batch: int = 2048) -> torch.Tensor:
+        """Per-point negative log-likelihood of ``x`` under the (EMA) model."""
+        from ..solvers import log_likelihood
+
+        model = self.eval_model() if model is None else model
+        out = []
+        for chunk in x.split(batch):
+            lp = log_likelihood(
+                model, chunk, self.manifold, method=method or self.config.nll_method, steps=steps or self.config.nll_steps
+            )
+            out.append(-lp.detach())
+        return torch.cat(out)
+
+    def validate(self) -> float:
+        val = self.data.val
+        if self.config.val_points and val.shape[0] > self.config.val_points:
+            g = torch.Generator().manual_seed(self.config.seed + 2)
+            val = val[torch.randperm(val.shape[0], generator=g)[: self.config.val_points]]
+        return float(self.nll(val).mean())
+
+    # ---------------------------------------------------------------- run
+    def fit(self) -> dict:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.maybe_resume()
+        t_start = time.time()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.dataset}", disable=not self.progress,
+                   dynamic_ncols=True)
+        running = None
+        while self.step < cfg.steps:
+            loss = self.train_step()
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1)
+            if self.step % 50 == 0:
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                val = self.validate()
+                self.history.append({"step": self.step, "loss": running, "val_nll": val})
+                improved = val < self.best_val
+                if improved:
+                    self.best_val = val
+                self.save("last.pt")
+                if improved:
+                    self.save("best.pt")
+                bar.write(f"step {self.step}: loss {running:.4f}  val NLL {val:.4f}{'  (best)' if improved else ''}")
+        bar.close()
+        return self.finish(time.time() - t_start)
+
+    def finish(self, seconds: float) -> dict:
+        best = load_checkpoint(self.out / "best.pt") if (self.out / "best.pt").exists() else self.state_dict()
+        model = build_model(self.config, self.manifold)
+        if best.get("ema") is not None:
+            ema = EMA(model, self.config.ema_decay)
+            ema.load_state_dict(best["ema"])
+            model = ema.module
+        else:
+            model.load_state_dict(best["model"])
+        test_nll = float(self.nll(self.data.test, model=model).mean())
+        metrics = {
+            "dataset": self.config.dataset,
+            "test_nll": test_nll,
+            "best_val_nll": self.best_val,
+            "best_step": int(best["step"]),
+            "steps": self.step,
+            "train_seconds": seconds,
+            "n_train": int(self.data.train.shape[0]),
+            "n_test": int(self.data.test.shape[0]),
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+        }
+        tmp = self.out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(self.out / "metrics.json")
+        self.log(f"test NLL ({self.config.dataset}, {self.data.test.shape[0]} points): {test_nll:.4f}")
+        return metrics
+
+
+def train(config: TrainConfig, **kwargs) -> dict:
+    """Train (or resume) a run and return its metrics (see :class:`Trainer`)."""
+    return Trainer(config, **kwargs).fit()

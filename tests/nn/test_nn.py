@@ -1,0 +1,75 @@
+"""MLP velocity fields and EMA."""
+
+import pytest
+import torch
+
+import manifolds as M
+from geoflow.nn import EMA, MLPVelocity, ManifoldFeatures, SinusoidalTimeEmbedding
+
+from ..manifolds.cases import CASES
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_mlp_output_is_tangent(name):
+    m = CASES[name]()
+    net = MLPVelocity(m, hidden=32, depth=2).double()
+    x = m.random_base(7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = net(x, torch.rand(7, dtype=torch.float64))
+    assert v.shape == x.shape
+    m.check_vector(x, v.detach())
+    v2 = net(x, 0.3)  # scalar t broadcasts
+    assert v2.shape == x.shape
+
+
+def test_torus_features_are_continuous_across_the_seam():
+    t = M.FlatTorus(2)
+    f = ManifoldFeatures(t)
+    a = torch.tensor([[3.14159265, 0.0]], dtype=torch.float64)
+    b = torch.tensor([[-3.14159265, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(f(a), f(b), atol=1e-7, rtol=0)
+    net = MLPVelocity(t, hidden=16, depth=2).double()
+    torch.testing.assert_close(net(a, 0.5), net(b, 0.5), atol=1e-6, rtol=0)
+
+
+def test_conditioning():
+    s = M.Sphere(2)
+    net = MLPVelocity(s, hidden=16, depth=2, num_classes=3)
+    x = s.random_base(4)
+    a = net(x, 0.5, cond=torch.tensor([0, 0, 0, 0]))
+    b = net(x, 0.5, cond=torch.tensor([1, 1, 1, 1]))
+    null = net(x, 0.5)  # the null label
+    assert not torch.allclose(a, b) and not torch.allclose(a, null)
+    vec = MLPVelocity(s, hidden=16, depth=2, cond_dim=5)
+    with pytest.raises(ValueError, match="needs `cond`"):
+        vec(x, 0.5)
+    assert vec(x, 0.5, cond=torch.randn(4, 5)).shape == x.shape
+
+
+def test_mlp_validation():
+    with pytest.raises(ValueError, match="activation"):
+        MLPVelocity(M.Sphere(2), activation="swishy")
+    with pytest.raises(ValueError, match="hidden"):
+        MLPVelocity(M.Sphere(2), hidden=0)
+    with pytest.raises(TypeError, match="manifold"):
+        MLPVelocity("sphere")
+    with pytest.raises(ValueError, match="even"):
+        SinusoidalTimeEmbedding(7)
+
+
+def test_ema_is_exact_average():
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net, decay=0.5)
+    w0 = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    torch.testing.assert_close(ema.module.weight, w0 + 0.5)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    torch.testing.assert_close(ema.module.weight, 0.5 * (w0 + 0.5) + 0.5 * (w0 + 2))
+    with ema.swapped_into(net):
+        torch.testing.assert_close(net.weight, ema.module.weight)
+    torch.testing.assert_close(net.weight, w0 + 2)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(net, decay=1.0)
