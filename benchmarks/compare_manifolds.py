@@ -62,6 +62,8 @@ def run(manifolds, ops, *, budget, min_rounds, max_rounds, threads=mc.NUM_THREAD
     mc.setup_torch()
     torch.set_num_threads(threads)
     timer = time.perf_counter if clock == "wall" else time.thread_time
+    started = _dt.datetime.now().isoformat(timespec="seconds")
+    machine_at_start = mc.machine_info()
     results = []
     for manifold in manifolds:
         for op in ops:
@@ -110,8 +112,10 @@ def run(manifolds, ops, *, budget, min_rounds, max_rounds, threads=mc.NUM_THREAD
             log(_format_row(row))
     return {
         "date": _dt.date.today().isoformat(),
+        "started": started,
         "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": mc.machine_info(),
+        "machine": mc.machine_info(),  # load average at the end; machine_at_start has it at the start
+        "machine_at_start": machine_at_start,
         "versions": mc.peer_versions(),
         "seed": mc.SEED,
         "dtype": "float32",

@@ -12,7 +12,7 @@ from .torus import FlatTorus
 from .product import Product
 from .hyperbolic import Lorentz, PoincareBall
 from .so3 import SO3
-from .spd import SPD
+from .spd import SPD, sym_expm, sym_logm, sym_sqrtm
 
 __all__ = [
     "Manifold",
@@ -24,4 +24,7 @@ __all__ = [
     "SPD",
     "SO3",
     "Product",
+    "sym_expm",
+    "sym_logm",
+    "sym_sqrtm",
 ]

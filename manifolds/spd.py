@@ -14,12 +14,14 @@ arrive in large batches of tiny matrices, where per-matrix LAPACK calls and batc
 ``(n, n, *batch)``, so that each entry is a contiguous vector over the batch and every
 kernel (Cholesky, triangular inverse, products, a cyclic Jacobi eigensolver) is a short
 sequence of elementwise operations over the whole batch.  Larger matrices, or small
-batches, go to ``torch.linalg``.
+batches, go to ``torch.linalg``.  When PyTorch runs multi-threaded, the maps are evaluated
+in chunks of the batch small enough for every operation to run inline (see ``_map_batch``).
 """
 
 from __future__ import annotations
 
 import math
+
 import geoopt
 import torch
 
@@ -34,6 +36,9 @@ _METRICS = ("affine", "log-euclidean")
 _SMALL_N = 4
 #: ... when at least this many matrices are processed together; otherwise torch.linalg.eigh.
 _SMALL_BATCH = 64
+#: PyTorch's parallel grain size: elementwise operations on fewer elements run inline.
+_GRAIN = 32768
+_LOG2E = 1.0 / math.log(2.0)
 #: Cap on cyclic Jacobi sweeps (convergence is quadratic; random 3x3 need 4 in float64).
 _JACOBI_MAX_SWEEPS = 12
 
@@ -118,8 +123,8 @@ def _cholesky(p: torch.Tensor) -> torch.Tensor:
         for k in range(j):
             s = s - cols[k][j:] * cols[k][j]
         d = torch.maximum(s[0], eps * p[j, j].abs() + floor)
-        r = torch.sqrt(d)
-        parts = [r.unsqueeze(0), s[1:] / r]
+        rinv = torch.rsqrt(d)  # rsqrt, not sqrt: see _map_batch
+        parts = [(d * rinv).unsqueeze(0), s[1:] * rinv]
         if j:
             parts.insert(0, torch.zeros_like(s[:1]).expand((j,) + tuple(s.shape[1:])))
         cols.append(torch.cat(parts, 0))
@@ -140,14 +145,35 @@ def _tri_inv(low: torch.Tensor) -> torch.Tensor:
 
 
 def _jacobi_eigh(s: torch.Tensor):
+    """Batched Jacobi eigendecomposition (see :func:`_jacobi_core`), in chunks of the flattened batch.
+
+    Each chunk is small enough (fewer than 32768 elements per tensor) that PyTorch runs every
+    elementwise operation inline instead of opening a parallel region: the solver is a few
+    hundred tiny operations, and on a loaded machine each parallel region can stall for
+    milliseconds waiting for its worker thread.
+    """
+    n = s.shape[0]
+    batch = tuple(s.shape[2:])
+    total = math.prod(batch)
+    chunk = _GRAIN // (n + 1)
+    if total <= chunk:
+        return _jacobi_core(s)
+    flat = s.reshape(n, n, total)
+    parts = [_jacobi_core(flat[..., i : i + chunk]) for i in range(0, total, chunk)]
+    w = torch.cat([p[0] for p in parts], -1).reshape((n,) + batch)
+    v = torch.cat([p[1] for p in parts], -1).reshape((n, n) + batch)
+    return w, v
+
+
+def _jacobi_core(s: torch.Tensor):
     """Eigendecomposition of symmetric batch-last matrices by cyclic Jacobi rotations.
 
     Golub & Van Loan, Algorithm 8.5.2 (symmetric Schur decomposition of each 2x2 pivot
     block, rotation angle |theta| <= pi/4), on all matrices of the batch at once, after
     scaling each matrix to max |s_ij| = 1.  Sweeps stop when every off-diagonal entry satisfies
-    a_pq^2 <= eps^2 (|a_pp a_qq| + eps^2 |A|_F^2), the criterion under which Jacobi
-    resolves the eigenvalues of positive definite matrices to high relative accuracy
-    (Demmel & Veselic, 1992).  Reads the upper triangle.
+    a_pq^2 <= eps^2 |a_pp a_qq| + eps^4, the criterion under which Jacobi resolves the
+    eigenvalues of positive definite matrices to high relative accuracy (Demmel & Veselic,
+    1992).  Reads the upper triangle.
 
     Returns ``w`` (n, *batch) (unordered) and ``V`` (n, n, *batch) with S = V diag(w) V^T.
     """
@@ -181,7 +207,8 @@ def _jacobi_eigh(s: torch.Tensor):
             d = aqq - app
             two = apq + apq
             # t = tan(theta) = 2 a_pq / (d + sign(d) sqrt(d^2 + 4 a_pq^2)): the root with |theta| <= pi/4
-            r = torch.addcmul(d * d, two, two).sqrt_().add_(tiny)
+            r2 = torch.addcmul(d * d, two, two).clamp_min_(tiny)
+            r = r2 * r2.rsqrt()  # sqrt without its multi-threaded kernel (see _map_batch)
             t = two / torch.copysign(r, d).add_(d)
             c = (t * t).add_(1.0).rsqrt_()
             sn = t * c
@@ -223,13 +250,19 @@ def _eigh(s: torch.Tensor):
 # --------------------------------------------------------------------------------------
 # kinds: "exp"; "log", "sqrt" (argument clamped to ``floor``); "clamp" (max(x, floor)).
 def _f(kind: str, w: torch.Tensor, floor: float) -> torch.Tensor:
+    """f(w) for the kinds above.
+
+    exp, log and sqrt are evaluated as exp2(w log2(e)), xlogy(1, w) and w rsqrt(w): torch.exp,
+    torch.log and torch.sqrt go multi-threaded from 2048 elements on, which costs milliseconds
+    per call on a busy machine (see :func:`_map_batch`); exp2 adds a relative error |w| eps.
+    """
     if kind == "exp":
-        return torch.exp(w)
+        return torch.exp2(w * _LOG2E)
     wc = torch.clamp(w, min=floor)
     if kind == "log":
-        return torch.log(wc)
+        return torch.xlogy(1.0, wc)
     if kind == "sqrt":
-        return torch.sqrt(wc)
+        return wc * torch.rsqrt(wc)
     return wc
 
 
@@ -470,6 +503,26 @@ class _SymEigvals(torch.autograd.Function):
         return (v * _mm(ds, v)).sum(0), None
 
 
+def _map_batch(fn, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` on batch-last inputs, evaluated chunk by chunk when PyTorch runs multi-threaded.
+
+    The maps are a few hundred elementwise operations on tiny matrices.  With more than one
+    thread, every operation on more than 32768 elements opens an OpenMP parallel region, and
+    on a machine with other work each region can stall for milliseconds waiting for its
+    worker; chunks of fewer than 32768 / n^2 matrices keep every operation inline.  ``fn``
+    must act independently on each batch element and return (*batch) or (n, n, *batch).
+    """
+    batch = torch.broadcast_shapes(*(x.shape[2:] for x in xs))
+    total = math.prod(batch)
+    n = max(x.shape[0] for x in xs)
+    chunk = max(1, (_GRAIN - 1) // (n * n))
+    if total <= chunk or torch.get_num_threads() == 1:
+        return fn(*xs)
+    flat = [x.expand(tuple(x.shape[:2]) + batch).reshape(tuple(x.shape[:2]) + (total,)) for x in xs]
+    out = torch.cat([fn(*(f[..., i : i + chunk] for f in flat)) for i in range(0, total, chunk)], -1)
+    return out.reshape(tuple(out.shape[:-1]) + batch)
+
+
 def _funm(s: torch.Tensor, kind: str):
     """(f(S), eigenvalues, eigenvectors) of symmetric batch-last S; f(S) differentiable."""
     floor = 0.0 if kind == "exp" else _floor(s.dtype)
@@ -612,19 +665,15 @@ class SPD(Manifold, geoopt.SymmetricPositiveDefinite):
     def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
         if x.numel() == 0:
             return True, None
-        scale = float(x.abs().max())
+        tol = atol + rtol * float(x.abs().max())
         asym = float((x - x.transpose(-1, -2)).abs().max())
-        n = self.n
-        if asym > atol + rtol * scale:
-            return False, (
-                f"expected symmetric matrices of shape (..., {n}, {n}), but max |x - x^T| = {asym:.3g} "
-                f"> tolerance {atol + rtol * scale:.3g}; use projx to project"
-            )
         lam_min = float(torch.linalg.eigvalsh(0.5 * (x + x.transpose(-1, -2))).min())
-        if not lam_min > 0:
+        if asym > tol or not lam_min > 0:
+            n = self.n
             return False, (
-                f"expected positive definite matrices, but the smallest eigenvalue is {lam_min:.3g} "
-                f"(max |x - x^T| = {asym:.3g}); use projx to project"
+                f"expected symmetric positive definite matrices of shape (..., {n}, {n}), but max |x - x^T| = "
+                f"{asym:.3g} (tolerance {tol:.3g}) and the smallest eigenvalue of (x + x^T)/2 is {lam_min:.3g} "
+                f"(must be > 0); use projx to project"
             )
         return True, None
 
@@ -684,66 +733,77 @@ class SPD(Manifold, geoopt.SymmetricPositiveDefinite):
     def inner(self, x, u, v=None, *, keepdim=False):
         """tr(P^-1 U P^-1 V) (affine) or tr(Dlog_P(U) Dlog_P(V)) (log-Euclidean), shape (*batch,)."""
         xs = (x, u) if v is None else (x, u, v)
-        bl = self._bl_all(*xs)
-        xb = _sym(bl[0])
+        return self._keep(_map_batch(self._inner_bl, *self._bl_all(*xs)), keepdim)
+
+    def _inner_bl(self, xb, ub, vb=None):
+        xb = _sym(xb)
         if self._affine:
-            _, ws = self._whiten(xb, vectors=bl[1:])
-            return self._keep(_trace_prod(ws[0], ws[-1]), keepdim)
+            _, ws = self._whiten(xb, vectors=(ub,) if vb is None else (ub, vb))
+            return _trace_prod(ws[0], ws[-1])
         w, vec = _eigh(xb.detach())
-        floor = _floor(x.dtype)
-        du = _SymFrechet.apply(xb, bl[1], w, vec, "log", floor)
-        dv = du if v is None else _SymFrechet.apply(xb, bl[2], w, vec, "log", floor)
-        return self._keep(_trace_prod(du, dv), keepdim)
+        floor = _floor(xb.dtype)
+        du = _SymFrechet.apply(xb, ub, w, vec, "log", floor)
+        dv = du if vb is None else _SymFrechet.apply(xb, vb, w, vec, "log", floor)
+        return _trace_prod(du, dv)
 
     def component_inner(self, x, u, v=None):
         return self.inner(x, u, v, keepdim=True)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        xb, ub = self._bl_all(x, u)
+        return _unbl(_map_batch(self._expmap_bl, *self._bl_all(x, u)))
+
+    def _expmap_bl(self, xb, ub):
         xb, ub = _sym(xb), _sym(ub)
         if self._affine:
             low, (w,) = self._whiten(xb, vectors=(ub,))
             e, _, _ = _funm(w, "exp")
-            return _unbl(_congr(low, e))
+            return _congr(low, e)
         lx, w, v = _funm(xb, "log")
-        z = lx + _SymFrechet.apply(xb, ub, w, v, "log", _floor(x.dtype))
-        return _unbl(_funm(z, "exp")[0])
+        z = lx + _SymFrechet.apply(xb, ub, w, v, "log", _floor(xb.dtype))
+        return _funm(z, "exp")[0]
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        xb, yb = self._bl_all(x, y)
+        return _unbl(_map_batch(self._logmap_bl, *self._bl_all(x, y)))
+
+    def _logmap_bl(self, xb, yb):
         xb, yb = _sym(xb), _sym(yb)
         if self._affine:
             low, (w,) = self._whiten(xb, points=(yb,))
             s, _, _ = _funm(w, "log")
-            return _unbl(_congr(low, s))
+            return _congr(low, s)
         lx, w, v = _funm(xb, "log")
         ly, _, _ = _funm(yb, "log")
-        mu = _f("log", w, _floor(x.dtype))
-        return _unbl(_SymFrechet.apply(lx, ly - lx, mu, v, "exp", 0.0))
+        mu = _f("log", w, _floor(xb.dtype))
+        return _SymFrechet.apply(lx, ly - lx, mu, v, "exp", 0.0)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
-        xb, yb = self._bl_all(x, y)
+        return self._keep(sqrt_safe(_map_batch(self._dist2_bl, *self._bl_all(x, y))), keepdim)
+
+    def _dist2_bl(self, xb, yb):
         xb, yb = _sym(xb), _sym(yb)
         if self._affine:
             _, (w,) = self._whiten(xb, points=(yb,))
             s, _, _ = _funm(w, "log")
         else:
             s = _funm(xb, "log")[0] - _funm(yb, "log")[0]
-        return self._keep(sqrt_safe(_frob2(s)), keepdim)
+        return _frob2(s)
 
     def geodesic(self, x0: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
         """Closed form: L expm(t logm(L^-1 P_1 L^-T)) L^T, or expm((1-t) logm P_0 + t logm P_1)."""
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
         nb = max(x0.dim() - 2, x1.dim() - 2, t.dim())
-        xb, yb = _sym(_bl(x0, nb)), _sym(_bl(x1, nb))
         tb = t.reshape((1, 1) + (1,) * (nb - t.dim()) + tuple(t.shape))
+        return _unbl(_map_batch(self._geodesic_bl, _bl(x0, nb), _bl(x1, nb), tb))
+
+    def _geodesic_bl(self, xb, yb, tb):
+        xb, yb = _sym(xb), _sym(yb)
         if self._affine:
             low, (w,) = self._whiten(xb, points=(yb,))
             s, _, _ = _funm(w, "log")
             e, _, _ = _funm(tb * s, "exp")
-            return _unbl(_congr(low, e))
+            return _congr(low, e)
         lx, ly = _funm(xb, "log")[0], _funm(yb, "log")[0]
-        return _unbl(_funm(lx + tb * (ly - lx), "exp")[0])
+        return _funm(lx + tb * (ly - lx), "exp")[0]
 
     # ----------------------------------------------------------- distribution
     def _random_base(self, size, *, generator, dtype, device):
@@ -759,3 +819,27 @@ class SPD(Manifold, geoopt.SymmetricPositiveDefinite):
             delta = lam.unsqueeze(1) - lam.unsqueeze(0)
             out = out - 0.5 * log_sinhc(0.5 * delta).sum((0, 1))
         return out
+
+    def log_volume_density(self, x: torch.Tensor) -> torch.Tensor:
+        """log of the Riemannian volume's density w.r.t. the Frobenius (Lebesgue) volume of Sym(n).
+
+        Affine-invariant: G = P^-1 (x) P^-1 on Sym(n), sqrt(det G) = det(P)^(-(n+1)/2).
+        Log-Euclidean: G = Dlog_P^T Dlog_P, whose eigenvalues on Sym(n) are the divided
+        differences Gamma_ij = (log l_i - log l_j) / (l_i - l_j) (i <= j, Gamma_ii = 1 / l_i),
+        so log sqrt(det G) = sum_{i <= j} log Gamma_ij.  Solvers use its gradient for the
+        Riemannian divergence.  Shape ``(*batch,)``.
+        """
+        xb = _sym(_bl(x, x.dim() - 2))
+        w, _ = _SymEigvals.apply(xb)  # eigenvalues along dim 0: (n, *batch)
+        w = torch.clamp(w, min=_floor(x.dtype))
+        logw = torch.log(w)
+        if self._affine:
+            return -0.5 * (self.n + 1) * logw.sum(0)
+        lo = torch.minimum(w.unsqueeze(1), w.unsqueeze(0))
+        hi = torch.maximum(w.unsqueeze(1), w.unsqueeze(0))
+        r = (hi - lo) / lo
+        small = r < 1e-4
+        r_safe = torch.where(small, torch.ones_like(r), r)
+        phi = torch.where(small, r * (-0.5 + r * (5.0 / 24.0 - r / 8.0)), torch.log(torch.log1p(r_safe) / r_safe))
+        pair = phi - torch.log(lo)  # log Gamma_ij, symmetric, Gamma_ii = 1 / l_i
+        return 0.5 * (pair.sum((0, 1)) + torch.diagonal(pair, dim1=0, dim2=1).sum(-1))

@@ -128,8 +128,11 @@ def test_matrix_functions_match_scipy(kernel, dtype, n):
         assert err < tol, (name, err)
 
 
-def test_jacobi_eigensolver_accuracy(dtype):
+@pytest.mark.parametrize("grain", [None, 64], ids=["one_chunk", "many_chunks"])
+def test_jacobi_eigensolver_accuracy(dtype, grain, monkeypatch):
     """Batched Jacobi vs LAPACK: eigenvalues, orthonormal vectors, reconstruction, repeated/tiny eigenvalues."""
+    if grain is not None:  # chunks of 16 3x3 matrices: 100 = 6 * 16 + 4
+        monkeypatch.setattr(spd, "_GRAIN", grain)
     cases = [
         rand_spd(3, (100,), log_cond=6.0),
         rand_sym(3, (100,)),
@@ -360,6 +363,31 @@ def test_egrad2rgrad_is_the_riemannian_gradient(metric):
     assert torch.allclose(m.inner(p, rg, h), (gr * h).sum((-1, -2)), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_chunked_evaluation_matches(metric, monkeypatch):
+    """Multi-threaded runs evaluate the maps in chunks of the batch (see _map_batch): same values and gradients."""
+    m = SPD(3, metric=metric)
+    g = torch.Generator().manual_seed(21)
+    x, y = rand_spd(3, (70,), gen=g).requires_grad_(), rand_spd(3, gen=g).requires_grad_()  # y broadcasts
+    u, t = rand_sym(3, (70,), gen=g).requires_grad_(), torch.rand(70, generator=g, dtype=F64)
+
+    def run():
+        outs = [m.expmap(x, u), m.logmap(y, x), m.dist(x, y), m.geodesic(y, x, t), m.inner(x, u, u)]
+        grads = torch.autograd.grad(sum(o.sum() for o in outs), (x, y, u))
+        return outs + list(grads)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ref = run()
+        monkeypatch.setattr(spd, "_GRAIN", 9 * 8 + 1)  # chunks of 8 matrices: 70 = 8 * 8 + 6
+        got = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_broadcasting_and_shapes():
     m = SPD(3)
     p, q = rand_spd(3), rand_spd(3, (5,))
@@ -510,10 +538,10 @@ def test_check_point_and_vector_messages():
     m.check_point(p)
     bad = p.clone()
     bad[1, 0, 2] += 0.1
-    with pytest.raises(ValueError, match=r"max \|x - x\^T\| = 0\.1.*projx"):
+    with pytest.raises(ValueError, match=r"max \|x - x\^T\| = 0\.1 .* smallest eigenvalue .* is 0\.\d+ .*projx"):
         m.check_point(bad)
     neg = rand_spd(3, (4,), eigs=[-0.5, 1.0, 2.0])
-    with pytest.raises(ValueError, match=r"smallest eigenvalue is -0\.5.*projx"):
+    with pytest.raises(ValueError, match=r"max \|x - x\^T\| = \d.* smallest eigenvalue of \(x \+ x\^T\)/2 is -0\.5 .*projx"):
         m.check_point(neg)
     with pytest.raises(ValueError, match=r"trailing shape \(3, 3\)"):
         m.check_point(torch.eye(2, dtype=F64))
