@@ -35,11 +35,8 @@ PUBLISHED = {
 
 #: Training settings per dataset (each run fits in 15 minutes on the 2-core CPU).
 SETTINGS = {
-    "volcano": ["--steps", "6000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3"],
-    "earthquake": ["--steps", "6000", "--batch-size", "512", "--hidden", "512", "--depth", "5", "--lr", "1e-3"],
-    "flood": ["--steps", "6000", "--batch-size", "512", "--hidden", "512", "--depth", "5", "--lr", "1e-3"],
-    "fire": ["--steps", "6000", "--batch-size", "512", "--hidden", "512", "--depth", "5", "--lr", "1e-3"],
-    "rna": ["--steps", "6000", "--batch-size", "512", "--hidden", "512", "--depth", "5", "--lr", "1e-3"],
+    ds: ["--steps", "4000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3"]
+    for ds in ("volcano", "earthquake", "flood", "fire", "rna")
 }
 COMMON = ["--eval-every", "500", "--nll-steps", "30", "--quiet", "--no-plot"]
 
