@@ -22,6 +22,7 @@ import math
 import torch
 
 __all__ = [
+    "any_true",
     "EPS",
     "TINY",
     "sqrt_safe",
@@ -147,3 +148,15 @@ def wrap_angle(x: torch.Tensor) -> torch.Tensor:
     """
     y = torch.remainder(x + math.pi, TWO_PI)
     return y.sub_((y >= TWO_PI).to(y.dtype), alpha=TWO_PI).sub_(math.pi)
+
+
+def any_true(mask: torch.Tensor) -> bool:
+    """``mask.any()`` as a Python bool; True under ``torch.func`` transforms such as vmap.
+
+    Lets a manifold patch the rare badly conditioned rows only when there are some, while staying
+    correct (all rows take the patched branch) where data-dependent branching is impossible.
+    """
+    try:
+        return bool(mask.any())
+    except RuntimeError:
+        return True

@@ -95,6 +95,13 @@ class Manifold(geoopt.Manifold, abc.ABC):
         t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
         return t.reshape(t.shape + (1,) * self.ndim)
 
+    @staticmethod
+    def _flat_inner(x: torch.Tensor, u: torch.Tensor, v=None, keepdim: bool = False) -> torch.Tensor:
+        """<u, v> summed over the last axis, broadcast against x's batch (geoopt's convention)."""
+        out = (u * (u if v is None else v)).sum(-1, keepdim=keepdim)
+        target = torch.broadcast_shapes(x.shape[:-1], out.shape[: out.dim() - int(keepdim)])
+        return out.expand(target + ((1,) if keepdim else ()))
+
     def _point_sum(self, v: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
         """Sum over the point dimensions."""
         dims = tuple(range(-self.ndim, 0))

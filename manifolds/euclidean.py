@@ -72,14 +72,7 @@ class Euclidean(Manifold, geoopt.Euclidean):
         return xt, (x1 - x0).expand_as(xt)
 
     def inner(self, x, u, v=None, *, keepdim=False):
-        if v is None:
-            v = u
-        out = (u * v).sum(-1, keepdim=keepdim)
-        # broadcast against x's batch, as geoopt does
-        target = torch.broadcast_shapes(x.shape[:-1], out.shape[: out.dim() - int(keepdim)])
-        if keepdim:
-            target = target + (1,)
-        return out.expand(target)
+        return self._flat_inner(x, u, v, keepdim)
 
     def component_inner(self, x, u, v=None):
         return u * (u if v is None else v)

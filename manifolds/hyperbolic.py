@@ -34,7 +34,7 @@ import math
 import geoopt
 import torch
 
-from ._math import log_sinhc
+from ._math import any_true as _any, log_sinhc
 from .base import Manifold
 
 __all__ = ["PoincareBall", "Lorentz"]
@@ -55,12 +55,6 @@ _ILL = 1e-2
 
 
 # --------------------------------------------------------------------- helpers
-def _any(mask: torch.Tensor) -> bool:
-    """``mask.any()`` as a Python bool; True under ``torch.func.vmap`` (no data-dependent branches there)."""
-    try:
-        return bool(mask.any())
-    except RuntimeError:
-        return True
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

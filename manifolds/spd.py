@@ -25,7 +25,7 @@ import math
 import geoopt
 import torch
 
-from ._math import log_sinhc, sqrt_safe
+from ._math import any_true as _any, log_sinhc, sqrt_safe
 from .base import Manifold
 
 __all__ = ["SPD", "sym_expm", "sym_logm", "sym_sqrtm"]
@@ -43,12 +43,6 @@ _LOG2E = 1.0 / math.log(2.0)
 _JACOBI_MAX_SWEEPS = 12
 
 
-def _any(mask: torch.Tensor) -> bool:
-    """``mask.any()`` as a Python bool; True under ``torch.func`` transforms (no data-dependent branch there)."""
-    try:
-        return bool(mask.any())
-    except RuntimeError:
-        return True
 
 
 def _floor(dtype: torch.dtype) -> float:

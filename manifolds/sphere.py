@@ -7,18 +7,12 @@ import math
 import geoopt
 import torch
 
-from ._math import TINY, atan2_over, dot, norm_safe, sinc, sqrt_safe
+from ._math import any_true as _any, TINY, atan2_over, dot, norm_safe, sinc, sqrt_safe
 from .base import Manifold, _log_sphere_area
 
 __all__ = ["Sphere"]
 
 
-def _any(mask: torch.Tensor) -> bool:
-    """``mask.any()`` as a Python bool; True under ``torch.func.vmap`` (no data-dependent branches there)."""
-    try:
-        return bool(mask.any())
-    except RuntimeError:
-        return True
 
 
 class Sphere(Manifold, geoopt.Sphere):
@@ -82,9 +76,7 @@ class Sphere(Manifold, geoopt.Sphere):
         return self.proju(x, u)
 
     def inner(self, x, u, v=None, *, keepdim=False):
-        out = (u * (u if v is None else v)).sum(-1, keepdim=keepdim)
-        target = torch.broadcast_shapes(x.shape[:-1], out.shape[: out.dim() - int(keepdim)])
-        return out.expand(target + ((1,) if keepdim else ()))
+        return self._flat_inner(x, u, v, keepdim)
 
     def component_inner(self, x, u, v=None):
         return u * (u if v is None else v)

@@ -68,9 +68,7 @@ class FlatTorus(Manifold, geoopt.Manifold):
         return u
 
     def inner(self, x, u, v=None, *, keepdim=False):
-        out = (u * (u if v is None else v)).sum(-1, keepdim=keepdim)
-        target = torch.broadcast_shapes(x.shape[:-1], out.shape[: out.dim() - int(keepdim)])
-        return out.expand(target + ((1,) if keepdim else ()))
+        return self._flat_inner(x, u, v, keepdim)
 
     def component_inner(self, x, u, v=None):
         return u * (u if v is None else v)
