@@ -3,7 +3,7 @@
 Each (dataset, seed) is one `geoflow train` run (at most 15 minutes on a 2-core CPU); results
 accumulate in benchmarks/results/rfm_table.json (dataset -> mean, std, per-seed values,
 minutes per run and the command that reproduces a run), so the table can be filled over
-several sessions: runs already recorded are skipped.
+several sessions: runs already recorded with the same settings are skipped; changing SETTINGS starts the row afresh.
 
 Usage:
     python benchmarks/rfm_table.py --datasets volcano earthquake --seeds 0 1 2
@@ -65,17 +65,22 @@ def run(datasets, seeds, out_root, device_note):
     for ds in datasets:
         for seed in seeds:
             entry = table.setdefault(ds, {"runs": {}})
-            if str(seed) in entry["runs"]:
-                print(f"{ds} seed {seed}: already recorded, skipped")
-                continue
             out = Path(out_root) / f"{ds}-seed{seed}"
             cmd = ["geoflow", "train", ds, "--seed", str(seed), "--out", str(out), *SETTINGS[ds], *COMMON]
+            settings = shlex.join([*SETTINGS[ds], *COMMON])
+            if entry["runs"].get(str(seed), {}).get("settings") == settings:
+                print(f"{ds} seed {seed}: already recorded with these settings, skipped")
+                continue
+            if entry.get("settings") not in (None, settings):
+                entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
+            entry["settings"] = settings
             t0 = time.time()
             subprocess.run([sys.executable, "-m", "geoflow.cli", *cmd[1:]], check=True)
             minutes = (time.time() - t0) / 60
             metrics = json.loads((out / "metrics.json").read_text())
             entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
-                                        "best_step": metrics["best_step"], "device": device_note}
+                                        "best_step": metrics["best_step"], "device": device_note,
+                                        "settings": settings}
             entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), f"runs/{ds}-seedSEED")
             entry["machine"] = platform.processor() or platform.machine()
             _summarise(entry)
