@@ -187,6 +187,22 @@ class Manifold(geoopt.Manifold, abc.ABC):
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.proju(x, u)
 
+    # geoopt's composite moves, written once on top of our retr / expmap / transp (geoopt's own
+    # stereographic versions take a ``dim`` argument and bypass our overrides).
+    def retr_transp(self, x, u, v):
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)
+
+    def expmap_transp(self, x, u, v):
+        y = self.expmap(x, u)
+        return y, self.transp(x, y, v)
+
+    def transp_follow_retr(self, x, u, v):
+        return self.transp(x, self.retr(x, u), v)
+
+    def transp_follow_expmap(self, x, u, v):
+        return self.transp(x, self.expmap(x, u), v)
+
     def log_volume_density(self, x: torch.Tensor) -> torch.Tensor:
         """log of the Riemannian volume's density w.r.t. the ambient coordinates' volume, shape ``(*batch,)``.
 

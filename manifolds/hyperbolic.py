@@ -404,20 +404,6 @@ class PoincareBall(Manifold, geoopt.PoincareBall):
         den = c * d2 + omx * omy
         return (v + (y * a + x * b) * (2.0 / den)) * (omy / omx)
 
-    def retr_transp(self, x, u, v):
-        y = self.retr(x, u)
-        return y, self.transp(x, y, v)
-
-    def expmap_transp(self, x, u, v):
-        y = self.expmap(x, u)
-        return y, self.transp(x, y, v)
-
-    def transp_follow_retr(self, x, u, v):
-        return self.transp(x, self.retr(x, u), v)
-
-    def transp_follow_expmap(self, x, u, v):
-        return self.transp(x, self.expmap(x, u), v)
-
     def log_volume_density(self, x):
         """n log lambda_x: the Riemannian volume is lambda_x^n dx."""
         return self.n * torch.log(2.0 / self._omx(_dot(x, x))).squeeze(-1)
@@ -660,20 +646,6 @@ class Lorentz(Manifold, geoopt.Lorentz):
         k - <x, y>_L = 2k (1 + q^2) is taken from ``_q2`` (no cancellation far from the origin).
         """
         return v + (x + y) * (_mdot(y, v) / ((2.0 * self._k) * (1.0 + self._q2(x, y))))
-
-    def retr_transp(self, x, u, v):
-        y = self.retr(x, u)
-        return y, self.transp(x, y, v)
-
-    def expmap_transp(self, x, u, v):
-        y = self.expmap(x, u)
-        return y, self.transp(x, y, v)
-
-    def transp_follow_retr(self, x, u, v):
-        return self.transp(x, self.retr(x, u), v)
-
-    def transp_follow_expmap(self, x, u, v):
-        return self.transp(x, self.expmap(x, u), v)
 
     # ----------------------------------------------------------- distribution
     def _random_base(self, size, *, generator, dtype, device):
