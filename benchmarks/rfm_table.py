@@ -6,7 +6,7 @@ minutes per run and the command that reproduces a run), so the table can be fill
 several sessions: runs already recorded with the same settings are skipped; changing SETTINGS starts the row afresh.
 
 Usage:
-    python benchmarks/rfm_table.py --datasets volcano earthquake --seeds 0 1 2
+    python benchmarks/rfm_table.py --datasets volcano earthquake --seeds 0 1 2 [--jobs 2 --threads 1]
     python benchmarks/rfm_table.py --print          # the table beside the published numbers
 """
 
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,10 +37,10 @@ PUBLISHED = {
 
 #: Training settings per dataset (each run fits in 15 minutes on the 2-core CPU).
 SETTINGS = {
-    ds: ["--steps", "4000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3"]
+    ds: ["--steps", "8000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3"]
     for ds in ("volcano", "earthquake", "flood", "fire", "rna")
 }
-COMMON = ["--eval-every", "500", "--nll-steps", "30", "--quiet", "--no-plot"]
+COMMON = ["--eval-every", "1000", "--nll-steps", "30", "--quiet", "--no-plot"]
 
 
 def _load():
@@ -60,32 +62,58 @@ def _summarise(entry):
     entry["minutes_per_run"] = statistics.fmean(r["minutes"] for r in entry["runs"].values())
 
 
-def run(datasets, seeds, out_root, device_note):
+def _record(table, ds, seed, out, settings, cmd, minutes, device_note):
+    entry = table[ds]
+    metrics = json.loads((out / "metrics.json").read_text())
+    entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
+                                "best_step": metrics["best_step"], "device": device_note,
+                                "settings": settings}
+    entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), f"runs/{ds}-seedSEED")
+    entry["machine"] = platform.processor() or platform.machine()
+    _summarise(entry)
+    _save(table)
+    print(f"{ds} seed {seed}: test NLL {metrics['test_nll']:.3f} ({minutes:.1f} min) -> {RESULTS}", flush=True)
+
+
+def run(datasets, seeds, out_root, device_note, jobs=1, threads=None):
+    """Run the missing (dataset, seed) pairs, ``jobs`` at a time, each with ``threads`` torch threads."""
     table = _load()
+    todo = []
     for ds in datasets:
+        settings = shlex.join([*SETTINGS[ds], *COMMON])
+        entry = table.setdefault(ds, {"runs": {}})
+        if entry.get("settings") not in (None, settings):
+            entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
+        entry["settings"] = settings
         for seed in seeds:
-            entry = table.setdefault(ds, {"runs": {}})
-            out = Path(out_root) / f"{ds}-seed{seed}"
-            cmd = ["geoflow", "train", ds, "--seed", str(seed), "--out", str(out), *SETTINGS[ds], *COMMON]
-            settings = shlex.join([*SETTINGS[ds], *COMMON])
             if entry["runs"].get(str(seed), {}).get("settings") == settings:
                 print(f"{ds} seed {seed}: already recorded with these settings, skipped")
                 continue
-            if entry.get("settings") not in (None, settings):
-                entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
-            entry["settings"] = settings
-            t0 = time.time()
-            subprocess.run([sys.executable, "-m", "geoflow.cli", *cmd[1:]], check=True)
-            minutes = (time.time() - t0) / 60
-            metrics = json.loads((out / "metrics.json").read_text())
-            entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
-                                        "best_step": metrics["best_step"], "device": device_note,
-                                        "settings": settings}
-            entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), f"runs/{ds}-seedSEED")
-            entry["machine"] = platform.processor() or platform.machine()
-            _summarise(entry)
-            _save(table)
-            print(f"{ds} seed {seed}: test NLL {metrics['test_nll']:.3f} ({minutes:.1f} min) -> {RESULTS}")
+            out = Path(out_root) / f"{ds}-seed{seed}"
+            cmd = ["geoflow", "train", ds, "--seed", str(seed), "--out", str(out), *SETTINGS[ds], *COMMON]
+            todo.append((ds, seed, out, settings, cmd))
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        device_note = f"{device_note}, {threads} thread(s) per run, {jobs} run(s) at a time"
+    running = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            ds, seed, out, settings, cmd = todo.pop(0)
+            if out.exists():
+                shutil.rmtree(out)  # a stale run with other settings must not be resumed
+            proc = subprocess.Popen([sys.executable, "-m", "geoflow.cli", *cmd[1:]], env=env)
+            running.append((proc, time.time(), ds, seed, out, settings, cmd))
+        time.sleep(1.0)
+        for item in list(running):
+            proc, t0, ds, seed, out, settings, cmd = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                print(f"{ds} seed {seed}: FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
+                continue
+            _record(table, ds, seed, out, settings, cmd, (time.time() - t0) / 60, device_note)
 
 
 def show():
@@ -110,10 +138,12 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--out-root", default="runs/rfm_table")
     ap.add_argument("--device-note", default="cpu (2 cores)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     ap.add_argument("--print", action="store_true", help="only print the table")
     args = ap.parse_args(argv)
     if not args.print:
-        run(args.datasets, args.seeds, args.out_root, args.device_note)
+        run(args.datasets, args.seeds, args.out_root, args.device_note, args.jobs, args.threads)
     show()
 
 

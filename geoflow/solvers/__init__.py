@@ -48,13 +48,14 @@ Example::
 """
 
 from ._impl_common import ADAPTIVE_METHODS, FIXED_GRID_METHODS, MANIFOLD_METHODS, METHODS
-from ._impl_divergence import DIVERGENCES
+from ._impl_divergence import DIVERGENCES, divergence
 from ._impl_likelihood import log_likelihood
 from ._impl_sample import sample
 
 __all__ = [
     "sample",
     "log_likelihood",
+    "divergence",
     "METHODS",
     "FIXED_GRID_METHODS",
     "ADAPTIVE_METHODS",
