@@ -5,11 +5,15 @@ Examples:
     geoflow nll runs/volcano/best.pt --split test
     geoflow sample runs/volcano/best.pt --n 1000 --out samples.pt
     geoflow plot runs/volcano/best.pt --out volcano.png
+    geoflow train digits --out runs/digits            # class-conditional U-Net, a few minutes on a CPU
+    geoflow sample runs/digits/best.pt --guidance 2 --out grid.png          # rows: digits 0..9
+    geoflow sample runs/digits/best.pt --label 3 --guidance 2 --out threes.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,6 +33,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
+    return v
+
+
 def _dataset_names():
     from .data import available_datasets
 
@@ -36,9 +50,15 @@ def _dataset_names():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainConfig
+    from .train import DATASET_DEFAULTS, TrainConfig
 
     d = TrainConfig()
+
+    def dflt(name: str) -> str:
+        """"default X" plus the per-dataset defaults that differ."""
+        extra = "; ".join(f"{ds}: {v[name]}" for ds, v in DATASET_DEFAULTS.items() if name in v)
+        return f"default {getattr(d, name)}" + (f"; {extra}" if extra else "")
+
     p = argparse.ArgumentParser(prog="geoflow", description="Flow matching on manifolds.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,36 +66,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a Riemannian flow-matching model on a dataset",
                        description="Train a flow on DATASET; writes OUT/last.pt, OUT/best.pt, OUT/metrics.json and a "
-                                   "plot, prints the test NLL. Running the same command again resumes from OUT/last.pt.")
+                                   "plot, prints the test NLL (image datasets: the test flow-matching loss; labelled ones train a "
+                                   "class-conditional model). Running the same command again resumes from OUT/last.pt.")
     t.add_argument("dataset", help=f"dataset name ({', '.join(_dataset_names())})")
     t.add_argument("--out", default=None, help="output folder (default runs/DATASET-seedSEED)")
-    t.add_argument("--steps", type=_positive_int, default=d.steps, help=f"optimisation steps (default {d.steps})")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
-    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default 0)")
-    t.add_argument("--warmup", type=int, default=d.warmup, help=f"warm-up steps (default {d.warmup})")
-    t.add_argument("--grad-clip", type=float, default=d.grad_clip, help=f"gradient norm clip (default {d.grad_clip})")
-    t.add_argument("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})")
-    t.add_argument("--hidden", type=_positive_int, default=d.hidden, help=f"MLP width (default {d.hidden})")
-    t.add_argument("--depth", type=_positive_int, default=d.depth, help=f"MLP hidden layers (default {d.depth})")
-    t.add_argument("--scheduler", choices=["condot", "cosine"], default=d.scheduler, help="kappa_t schedule")
-    t.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help=f"steps between validations (default {d.eval_every})")
-    t.add_argument("--val-points", type=int, default=d.val_points, help="validation points per evaluation (0: all)")
-    t.add_argument("--nll-steps", type=_positive_int, default=d.nll_steps, help=f"ODE steps for likelihoods (default {d.nll_steps})")
-    t.add_argument("--nll-method", choices=["euler", "midpoint", "rk4"], default=d.nll_method, help="ODE method for likelihoods")
+    t.add_argument("--steps", type=_positive_int, default=None, help=f"optimisation steps ({dflt('steps')})")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help=f"batch size ({dflt('batch_size')})")
+    t.add_argument("--lr", type=float, default=None, help=f"peak learning rate ({dflt('lr')})")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay ({dflt('weight_decay')})")
+    t.add_argument("--warmup", type=int, default=None, help=f"warm-up steps ({dflt('warmup')})")
+    t.add_argument("--grad-clip", type=float, default=None, help=f"gradient norm clip ({dflt('grad_clip')})")
+    t.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({dflt('ema_decay')})")
+    t.add_argument("--hidden", type=_positive_int, default=None, help=f"MLP width ({dflt('hidden')})")
+    t.add_argument("--depth", type=_positive_int, default=None, help=f"MLP hidden layers ({dflt('depth')})")
+    t.add_argument("--model", choices=["auto", "mlp", "unet"], default=None,
+                   help="velocity network (default auto: U-Net for image datasets, MLP otherwise)")
+    t.add_argument("--unet-channels", type=_positive_int, default=None, help=f"U-Net base channels ({dflt('unet_channels')})")
+    t.add_argument("--path", choices=["auto", "geodesic", "affine"], default=None,
+                   help="probability path (default auto: affine Gaussian path + CFM loss on flat space, geodesic + RCFM "
+                        "loss on manifolds)")
+    t.add_argument("--cond-drop", type=_nonneg_float, default=None,
+                   help=f"labelled datasets: probability of replacing the label by the null label during training, so "
+                        f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
+    t.add_argument("--scheduler", choices=["condot", "cosine"], default=None, help="kappa_t (or alpha_t, sigma_t) schedule")
+    t.add_argument("--eval-every", type=_positive_int, default=None, help=f"steps between validations ({dflt('eval_every')})")
+    t.add_argument("--val-points", type=int, default=None, help="validation points per evaluation (0: all)")
+    t.add_argument("--nll-steps", type=_positive_int, default=None, help=f"ODE steps for likelihoods ({dflt('nll_steps')})")
+    t.add_argument("--nll-method", choices=["euler", "midpoint", "rk4"], default=None, help="ODE method for likelihoods")
     t.add_argument("--n-samples", type=_positive_int, default=None, help="size of synthetic datasets")
-    t.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    t.add_argument("--seed", type=int, default=None, help=f"random seed ({dflt('seed')})")
     t.add_argument("--no-plot", action="store_true", help="skip the plot at the end")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw samples from a trained model",
-                       description="Solve the ODE from base samples; writes a .pt (or .npy/.csv) file of points.")
+                       description="Solve the ODE from base samples; writes a .pt (or .npy/.csv) file of points, or for "
+                                   "image datasets (digits) a PNG grid of images.")
     s.add_argument("checkpoint", help="a checkpoint written by `geoflow train` (best.pt or last.pt)")
-    s.add_argument("--n", type=_positive_int, default=1000, help="number of samples (default 1000)")
+    s.add_argument("--n", type=_positive_int, default=None,
+                   help="number of samples (default 1000); image datasets: samples per label (default 10)")
+    s.add_argument("--label", type=int, default=None,
+                   help="class-conditional models (digits): sample this class only (0..9). Without it, image grids get "
+                        "one row per class 0..9")
+    s.add_argument("--guidance", type=float, default=1.0,
+                   help="class-conditional models: classifier-free guidance weight w in v = v(x,t,null) + w (v(x,t,y) - "
+                        "v(x,t,null)); 0 samples the unconditional model, 1 (default) the conditional one, w > 1 gives "
+                        "more typical, less diverse images (try 2)")
     s.add_argument("--steps", type=_positive_int, default=50, help="ODE steps (default 50)")
     s.add_argument("--method", choices=["euler", "midpoint", "rk4"], default="rk4", help="ODE method (default rk4)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--out", default="samples.pt", help="output file: .pt, .npy or .csv (default samples.pt)")
+    s.add_argument("--out", default=None,
+                   help="output file: .pt, .npy or .csv (default samples.pt), or .png for image datasets (default "
+                        "samples.png)")
 
     n = sub.add_parser("nll", help="negative log-likelihood of a split under a trained model",
                        description="Exact NLL (instantaneous change of variables, exact divergence) in nats per point.")
@@ -106,7 +147,7 @@ def _load_model(checkpoint):
     data = load_dataset(config.dataset, seed=config.seed, n_samples=config.n_samples)
     if state.get("manifold") not in (None, repr(data.manifold)):
         raise ValueError(f"checkpoint {checkpoint!r} is for {state['manifold']}, but its dataset is on {data.manifold!r}")
-    model = build_model(config, data.manifold)
+    model = build_model(config, data.manifold, num_classes=data.num_classes)
     if state.get("ema") is not None:
         ema = EMA(model, config.ema_decay)
         ema.load_state_dict(state["ema"])
@@ -117,12 +158,56 @@ def _load_model(checkpoint):
     return model, config, data
 
 
+def _is_image(data) -> bool:
+    return len(data.manifold.point_shape) == 3
+
+
+def _image_samples(model, data, *, n_per_label, label=None, guidance=1.0, steps=50, method="rk4", seed=0):
+    """Images from the flow: ``n_per_label`` per class (rows 0..K-1), or of ``label`` only; returns (images, row labels)."""
+    from .guidance import CFGVelocity
+    from .solvers import sample
+
+    conditional = getattr(model, "is_conditional", False)
+    if label is not None or guidance != 1.0:
+        if not conditional or data.num_classes is None:
+            raise ValueError(f"--label and --guidance need a class-conditional model; dataset {data.name!r} has no labels")
+    if label is not None and not 0 <= label < data.num_classes:
+        raise ValueError(f"--label must lie in [0, {data.num_classes - 1}], got {label}")
+    if conditional:
+        rows = [label] if label is not None else list(range(data.num_classes))
+        cond = torch.tensor(rows).repeat_interleave(n_per_label)
+    else:
+        rows, cond = None, None
+    n = n_per_label * (len(rows) if rows else 1)
+    g = torch.Generator().manual_seed(seed)
+    x0 = data.manifold.random_base(n, generator=g)
+    velocity = CFGVelocity(model, guidance) if conditional else model
+    with torch.no_grad():
+        x1 = sample(velocity, x0, data.manifold, method=method, steps=steps, cond=cond)
+    return x1, rows
+
+
+def _plot_images(model, config, data, out, *, n_per_label=10, label=None, guidance=1.0, steps=50, method="rk4", seed=0):
+    from .plotting import plot_image_grid
+
+    x, rows = _image_samples(model, data, n_per_label=n_per_label, label=label, guidance=guidance, steps=steps,
+                             method=method, seed=seed)
+    ncol = n_per_label if (rows is None or len(rows) > 1) else min(n_per_label, 10)
+    row_labels = None
+    if rows is not None:
+        row_labels = rows if len(rows) > 1 else [rows[0]] * (-(-x.shape[0] // ncol))
+    title = f"{config.dataset}: " + (f"label {label}, " if label is not None else "") + f"guidance w = {guidance:g}"
+    return plot_image_grid(x, out, ncol=ncol, row_labels=row_labels, title=title)
+
+
 def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
     from manifolds import FlatTorus, Sphere
 
     from .plotting import plot_sphere_density, plot_torus_pairs
     from .solvers import log_likelihood, sample
 
+    if _is_image(data):
+        return _plot_images(model, config, data, out, steps=max(steps, 20))
     m = data.manifold
     if isinstance(m, Sphere) and m.n == 2:
         fn = lambda x: torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in x.split(2048)])  # noqa: E731
@@ -134,7 +219,7 @@ def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
             xs = sample(model, x0, m, steps=steps)
         names = data.meta.get("columns") if isinstance(data.meta, dict) else None
         return plot_torus_pairs(xs, torch.cat([data.train, data.val, data.test]), out, names=names)
-    raise ValueError(f"plot supports Sphere(2) and FlatTorus datasets, not {m!r}")
+    raise ValueError(f"plot supports Sphere(2), FlatTorus and image datasets, not {m!r}")
 
 
 def main(argv=None) -> int:
@@ -150,14 +235,16 @@ def _run(args) -> int:
     if args.command == "train":
         from .train import TrainConfig, Trainer
 
-        out = args.out or f"runs/{args.dataset}-seed{args.seed}"
-        config = TrainConfig(
-            dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
-            hidden=args.hidden, depth=args.depth, scheduler=args.scheduler, eval_every=min(args.eval_every, args.steps),
-            val_points=args.val_points, nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, out=out,
-            n_samples=args.n_samples,
+        given = dict(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            warmup=args.warmup, grad_clip=args.grad_clip, ema_decay=args.ema_decay, hidden=args.hidden,
+            depth=args.depth, scheduler=args.scheduler, eval_every=args.eval_every, val_points=args.val_points,
+            nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
+            model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         )
+        config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
+        out = args.out or f"runs/{args.dataset}-seed{config.seed}"
+        config = dataclasses.replace(config, out=out, eval_every=min(config.eval_every, config.steps))
         trainer = Trainer(config, progress=not args.quiet)
         metrics = trainer.fit()
         if not args.no_plot:
@@ -167,19 +254,38 @@ def _run(args) -> int:
                 print(f"plot: {png}")
             except ValueError as exc:
                 print(f"(no plot: {exc})")
-        print(f"test NLL {metrics['test_nll']:.4f} nats; checkpoints and metrics.json in {out}/")
-        print(f"next: geoflow plot {out}/best.pt   |   geoflow sample {out}/best.pt --n 1000")
+        if metrics.get("test_nll") is not None:
+            print(f"test NLL {metrics['test_nll']:.4f} nats; checkpoints and metrics.json in {out}/")
+            print(f"next: geoflow plot {out}/best.pt   |   geoflow sample {out}/best.pt --n 1000")
+        else:
+            print(f"test CFM loss {metrics['test_loss']:.4f}; checkpoints and metrics.json in {out}/")
+            print(f"next: geoflow sample {out}/best.pt --guidance 2 --out grid.png")
         return 0
     if args.command == "sample":
         from .solvers import sample
 
         model, config, data = _load_model(args.checkpoint)
         m = data.manifold
-        g = torch.Generator().manual_seed(args.seed)
-        x0 = m.random_base(args.n, generator=g)
-        with torch.no_grad():
-            x1 = sample(model, x0, m, method=args.method, steps=args.steps)
-        out = Path(args.out)
+        if _is_image(data):
+            out = Path(args.out or "samples.png")
+            n_per = args.n or 10
+            if out.suffix == ".png":
+                png = _plot_images(model, config, data, out, n_per_label=n_per, label=args.label, guidance=args.guidance,
+                                   steps=args.steps, method=args.method, seed=args.seed)
+                print(f"wrote {png}")
+                return 0
+            x1, _ = _image_samples(model, data, n_per_label=n_per, label=args.label, guidance=args.guidance,
+                                   steps=args.steps, method=args.method, seed=args.seed)
+        else:
+            if args.label is not None or args.guidance != 1.0:
+                raise ValueError(f"--label and --guidance need a class-conditional model; dataset {data.name!r} has no labels")
+            out = Path(args.out or "samples.pt")
+            if out.suffix == ".png":
+                raise ValueError("PNG grids are for image datasets; use `geoflow plot` or a .pt/.npy/.csv file")
+            g = torch.Generator().manual_seed(args.seed)
+            x0 = m.random_base(args.n or 1000, generator=g)
+            with torch.no_grad():
+                x1 = sample(model, x0, m, method=args.method, steps=args.steps)
         if out.suffix == ".npy":
             import numpy as np
 
@@ -187,10 +293,10 @@ def _run(args) -> int:
         elif out.suffix == ".csv":
             import numpy as np
 
-            np.savetxt(out, x1.reshape(args.n, -1).numpy(), delimiter=",")
+            np.savetxt(out, x1.reshape(x1.shape[0], -1).numpy(), delimiter=",")
         else:
             torch.save(x1, out)
-        print(f"wrote {args.n} samples on {m!r} to {out}")
+        print(f"wrote {x1.shape[0]} samples on {m!r} to {out}")
         return 0
     if args.command == "nll":
         from .solvers import log_likelihood

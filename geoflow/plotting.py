@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["plot_sphere_density", "plot_torus_pairs", "latlon_to_sphere"]
+__all__ = ["plot_sphere_density", "plot_torus_pairs", "plot_image_grid", "latlon_to_sphere"]
 
 
 def latlon_to_sphere(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
@@ -72,5 +72,56 @@ def plot_torus_pairs(samples: torch.Tensor, data: torch.Tensor, path, *, names=N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_image_grid(images: torch.Tensor, path, *, ncol: int, row_labels=None, title: str = "",
+                    value_range: tuple[float, float] = (-1.0, 1.0)):
+    """A grid of images (one row per ``ncol`` images, gray scale); writes ``path`` (PNG).
+
+    Pixel values are clipped to ``value_range`` (default [-1, 1], geoflow's image scaling) and
+    shown dark-on-light as in the usual digit plots.  ``row_labels`` names each row on the left.
+
+    Shapes: images ``(n, C, H, W)`` with C = 1 (gray) or 3 (RGB).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"`images` must have shape (n, 1 or 3, H, W), got {got}")
+    if isinstance(ncol, bool) or not isinstance(ncol, int) or ncol < 1:
+        raise ValueError(f"`ncol` must be a positive int, got {ncol!r}")
+    lo, hi = value_range
+    n, c, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    x = ((images.detach().double().clamp(lo, hi) - lo) / (hi - lo)).cpu()
+    pad = 1
+    canvas = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), 0.25, dtype=torch.float64)  # light frame
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[k]
+    fig, ax = plt.subplots(figsize=(max(2.0, 0.45 * ncol + 0.6), max(1.2, 0.45 * nrow + (0.4 if title else 0.1))))
+    if c == 1:
+        ax.imshow(canvas[0].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels is not None:
+        ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(nrow)])
+        ax.set_yticklabels([str(lab) for lab in row_labels][:nrow])
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -7,6 +7,7 @@ from torch import nn
 
 from manifolds import Manifold
 
+from .conditioning import ConditionalMixin, _check_spec
 from .embedding import ManifoldFeatures, SinusoidalTimeEmbedding
 
 __all__ = ["MLPVelocity"]
@@ -14,7 +15,7 @@ __all__ = ["MLPVelocity"]
 _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
-class MLPVelocity(nn.Module):
+class MLPVelocity(ConditionalMixin, nn.Module):
     """A time-dependent MLP vector field on a manifold, v(x, t, cond) in T_x M.
 
     The input is [features(x), emb(t), emb(cond)] (manifold-aware features: sin/cos on tori,
@@ -30,8 +31,10 @@ class MLPVelocity(nn.Module):
         activation: "silu" (default), "gelu", "relu", "tanh" or "softplus".
         num_classes: if set, ``cond`` is an integer label in [0, num_classes) embedded with a
             learned table (label ``num_classes`` is reserved as the "null" label for
-            classifier-free guidance).
-        cond_dim: if set, ``cond`` is a real vector of this size, concatenated to the input.
+            classifier-free guidance; ``cond=None`` means null).
+        cond_dim: if set, ``cond`` is a real vector of this size, concatenated to the input
+            together with a null flag (``cond=None`` or rows of zeros with flag 1 are the null
+            condition; see :mod:`geoflow.nn.conditioning`).
 
     Shapes: x ``(batch, *point_shape)``, t ``(batch,)`` or scalar -> ``(batch, *point_shape)``.
     """
@@ -55,8 +58,8 @@ class MLPVelocity(nn.Module):
                 raise ValueError(f"`{name}` must be a positive int, got {v!r}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if num_classes is not None and cond_dim is not None:
-            raise ValueError("give at most one of `num_classes` and `cond_dim`")
+        if num_classes is not None or cond_dim is not None:
+            _check_spec(num_classes, cond_dim)
         self.manifold = manifold
         self.features = ManifoldFeatures(manifold)
         self.time_embed = SinusoidalTimeEmbedding(time_dim)
@@ -67,7 +70,7 @@ class MLPVelocity(nn.Module):
             self.class_embed = nn.Embedding(num_classes + 1, time_dim)
             extra = time_dim
         elif cond_dim is not None:
-            extra = cond_dim
+            extra = cond_dim + 1  # the vector and its null flag
         d_in = self.features.out_dim + time_dim + extra
         d_out = int(torch.Size(manifold.point_shape).numel())
         act = _ACTIVATIONS[activation]
@@ -88,13 +91,12 @@ class MLPVelocity(nn.Module):
         if t.dim() == 0:
             t = t.expand(batch)
         h = [self.features(x), self.time_embed(t).to(x.dtype)]
+        if len(batch) != 1 and self.is_conditional:
+            raise ValueError(f"a conditional MLPVelocity needs x of shape (batch, *point_shape), got {tuple(x.shape)}")
+        c = self._embed_cond_input(cond, batch[0] if batch else 1, x.device, x.dtype)
         if self.num_classes is not None:
-            if cond is None:
-                cond = torch.full(batch, self.num_classes, dtype=torch.long, device=x.device)
-            h.append(self.class_embed(cond.long()).to(x.dtype))
+            h.append(self.class_embed(c).to(x.dtype))
         elif self.cond_dim is not None:
-            if cond is None:
-                raise ValueError(f"this model needs `cond` (a vector of size {self.cond_dim})")
-            h.append(cond.to(x.dtype))
+            h.append(c)
         out = self.net(torch.cat(h, dim=-1)).reshape(x.shape)
         return m.proju(x, out)

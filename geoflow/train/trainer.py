@@ -12,22 +12,53 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..losses import rcfm_loss
-from ..nn import EMA, MLPVelocity
-from ..paths import CondOTScheduler, CosineScheduler, GeodesicPath
+from manifolds import Euclidean
+
+from ..losses import cfm_loss, rcfm_loss
+from ..nn import EMA, MLPVelocity, UNetVelocity
+from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 
-__all__ = ["Trainer", "train", "build_model", "TrainingDiverged"]
+__all__ = ["Trainer", "train", "build_model", "resolve_model", "resolve_path", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
-def build_model(config: TrainConfig, manifold) -> MLPVelocity:
+def _is_image(manifold) -> bool:
+    return isinstance(manifold, Euclidean) and len(manifold.point_shape) == 3
+
+
+def resolve_model(config: TrainConfig, manifold) -> str:
+    """The network kind of ``config.model`` ("auto": "unet" on image datasets, "mlp" otherwise)."""
+    if config.model != "auto":
+        return config.model
+    return "unet" if _is_image(manifold) else "mlp"
+
+
+def resolve_path(config: TrainConfig, manifold) -> str:
+    """The path kind of ``config.path`` ("auto": "affine" on flat space, "geodesic" otherwise)."""
+    if config.path != "auto":
+        if config.path == "affine" and not isinstance(manifold, Euclidean):
+            raise ValueError(f"path 'affine' needs flat space, but the dataset lives on {manifold!r}; use path 'geodesic'")
+        return config.path
+    return "affine" if isinstance(manifold, Euclidean) else "geodesic"
+
+
+def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None):
+    """The velocity network of ``config`` on ``manifold`` (class-conditional when ``num_classes`` is set)."""
+    if resolve_model(config, manifold) == "unet":
+        if not _is_image(manifold):
+            raise ValueError(f"model 'unet' needs an image dataset (flat space with point shape (C, H, W)), got {manifold!r}")
+        return UNetVelocity(
+            manifold.point_shape[0], base=config.unet_channels, channel_mults=config.unet_mults,
+            time_dim=config.time_dim, num_classes=num_classes,
+        )
     return MLPVelocity(
-        manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, activation=config.activation
+        manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, activation=config.activation,
+        num_classes=num_classes,
     )
 
 
@@ -46,8 +77,12 @@ class Trainer:
     """Riemannian flow matching on a dataset from :mod:`geoflow.data`.
 
     Each step draws a batch of data x1 and base samples x0, times t ~ U(0, 1), samples the geodesic
-    path and minimises the RCFM loss.  Every ``eval_every`` steps it computes the validation NLL of
-    the EMA model, writes ``last.pt`` (and ``best.pt`` when the NLL improved) atomically.  Running
+    path and minimises the RCFM loss (on flat space: the affine path and the CFM loss, see
+    ``TrainConfig.path``).  On labelled datasets the model is class-conditional and each label is
+    replaced by the null label with probability ``cond_drop`` (classifier-free guidance).  Every
+    ``eval_every`` steps it computes the validation NLL of the EMA model (on affine paths: its CFM
+    loss on the validation split, with fixed noise), writes ``last.pt`` (and ``best.pt`` when the
+    metric improved) atomically.  Running
     again with the same ``out`` resumes from ``last.pt``: the RNG states of torch, numpy, Python
     and the data sampler are restored, so the continued run equals an uninterrupted one.
     """
@@ -62,12 +97,16 @@ class Trainer:
         self.data = load_dataset(config.dataset, seed=config.seed, n_samples=config.n_samples)
         self.manifold = self.data.manifold
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.manifold)
+        self.conditional = self.data.labels is not None
+        self.model = build_model(config, self.manifold, num_classes=self.data.num_classes)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
-        self.path = GeodesicPath(self.manifold, kappa)
+        self.path_kind = resolve_path(config, self.manifold)
+        self.path = AffinePath(kappa) if self.path_kind == "affine" else GeodesicPath(self.manifold, kappa)
+        #: Validation metric: "nll" (geodesic paths) or "loss" (the CFM loss, affine paths).
+        self.val_metric = "loss" if self.path_kind == "affine" else "nll"
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.best_val = math.inf
@@ -84,7 +123,8 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
             "lr_scheduler": self.sched.state_dict(),
-            "best_val_nll": self.best_val,
+            "best_val_nll": self.best_val,  # the best validation metric (NLL, or loss when val_metric is "loss")
+            "val_metric": self.val_metric,
             "history": self.history,
             "manifold": repr(self.manifold),
             "rng": {
@@ -140,8 +180,14 @@ class Trainer:
         x1 = train[idx]
         x0 = m.random_base(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
         t = torch.rand(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
+        cond = None
+        if self.conditional:
+            cond = self.model.drop_cond(self.data.labels["train"][idx], cfg.cond_drop, generator=self.gen)
         sample = self.path.sample(x0, x1, t)
-        loss = rcfm_loss(m, self.model, sample)
+        if self.path_kind == "affine":
+            loss = cfm_loss(self.model, sample, cond=cond)
+        else:
+            loss = rcfm_loss(m, self.model, sample, cond=cond)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {float(loss.detach())} at step {self.step} (batch indices {idx[:8].tolist()}...); "
@@ -171,7 +217,36 @@ class Trainer:
             out.append(-lp.detach())
         return torch.cat(out)
 
+    @torch.no_grad()
+    def flow_matching_loss(self, split: str, *, model=None, repeats: int = 4) -> float:
+        """CFM loss of the (EMA) model on a split, with fixed noise (seeded by ``config.seed``).
+
+        Each point is paired with ``repeats`` base samples and times drawn from a generator seeded
+        with ``seed + 2`` (the training random streams are not touched); labelled sets use their
+        labels (the conditional loss).
+        """
+        model = self.eval_model() if model is None else model
+        x = getattr(self.data, split)
+        labels = self.data.labels[split] if self.conditional else None
+        if self.config.val_points and x.shape[0] > self.config.val_points:
+            keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(self.config.seed + 2))
+            keep = keep[: self.config.val_points]
+            x, labels = x[keep], (labels[keep] if labels is not None else None)
+        g = torch.Generator().manual_seed(self.config.seed + 2)
+        total = 0.0
+        for _ in range(repeats):
+            x0 = self.manifold.random_base(x.shape[0], generator=g, dtype=x.dtype)
+            t = torch.rand(x.shape[0], generator=g, dtype=x.dtype)
+            sample = self.path.sample(x0, x, t)
+            if self.path_kind == "affine":
+                total += float(cfm_loss(model, sample, cond=labels))
+            else:
+                total += float(rcfm_loss(self.manifold, model, sample, cond=labels))
+        return total / repeats
+
     def validate(self) -> float:
+        if self.val_metric == "loss":
+            return self.flow_matching_loss("val")
         val = self.data.val
         if self.config.val_points and val.shape[0] > self.config.val_points:
             g = torch.Generator().manual_seed(self.config.seed + 2)
@@ -195,31 +270,38 @@ class Trainer:
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 val = self.validate()
-                self.history.append({"step": self.step, "loss": running, "val_nll": val})
+                self.history.append({"step": self.step, "loss": running, f"val_{self.val_metric}": val})
                 improved = val < self.best_val
                 if improved:
                     self.best_val = val
                 self.save("last.pt")
                 if improved:
                     self.save("best.pt")
-                bar.write(f"step {self.step}: loss {running:.4f}  val NLL {val:.4f}{'  (best)' if improved else ''}")
+                what = "val NLL" if self.val_metric == "nll" else "val loss"
+                bar.write(f"step {self.step}: loss {running:.4f}  {what} {val:.4f}{'  (best)' if improved else ''}")
         bar.close()
         return self.finish(time.time() - t_start)
 
     def finish(self, seconds: float) -> dict:
         best = load_checkpoint(self.out / "best.pt") if (self.out / "best.pt").exists() else self.state_dict()
-        model = build_model(self.config, self.manifold)
+        model = build_model(self.config, self.manifold, num_classes=self.data.num_classes)
         if best.get("ema") is not None:
             ema = EMA(model, self.config.ema_decay)
             ema.load_state_dict(best["ema"])
             model = ema.module
         else:
             model.load_state_dict(best["model"])
-        test_nll = float(self.nll(self.data.test, model=model).mean())
+        model.eval()
+        if self.val_metric == "nll":
+            test_nll = float(self.nll(self.data.test, model=model).mean())
+            scores = {"test_nll": test_nll, "best_val_nll": self.best_val}
+        else:
+            test_nll = None
+            scores = {"test_nll": None, "test_loss": self.flow_matching_loss("test", model=model),
+                      "best_val_loss": self.best_val}
         metrics = {
             "dataset": self.config.dataset,
-            "test_nll": test_nll,
-            "best_val_nll": self.best_val,
+            **scores,
             "best_step": int(best["step"]),
             "steps": self.step,
             "train_seconds": seconds,
@@ -231,7 +313,10 @@ class Trainer:
         tmp = self.out / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2))
         tmp.replace(self.out / "metrics.json")
-        self.log(f"test NLL ({self.config.dataset}, {self.data.test.shape[0]} points): {test_nll:.4f}")
+        if test_nll is not None:
+            self.log(f"test NLL ({self.config.dataset}, {self.data.test.shape[0]} points): {test_nll:.4f}")
+        else:
+            self.log(f"test CFM loss ({self.config.dataset}, {self.data.test.shape[0]} points): {metrics['test_loss']:.4f}")
         return metrics
 
 

@@ -33,7 +33,7 @@ def test_public_names_exist():
 
 def test_available_datasets():
     names = available_datasets()
-    assert names == list(REAL_ROWS) + list(SYNTHETIC)
+    assert names == list(REAL_ROWS) + ["digits"] + list(SYNTHETIC)
     names.append("x")  # a copy: the registry is not changed
     assert "x" not in available_datasets()
 

@@ -29,7 +29,7 @@ def _provenance_table():
 # ------------------------------------------------------------------ integrity
 def test_packaged_files_match_provenance_table():
     table = _provenance_table()
-    assert set(table) == {"volerup.csv", "quakes_all.csv", "flood.csv", "fire.csv", "rna.tsv"}
+    assert set(table) == {"volerup.csv", "quakes_all.csv", "flood.csv", "fire.csv", "rna.tsv", "digits.csv.gz"}
     for name, (rows, size, sha) in table.items():
         data = FILES.joinpath(name).read_bytes()
         assert len(data) == size, name

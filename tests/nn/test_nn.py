@@ -40,9 +40,22 @@ def test_conditioning():
     null = net(x, 0.5)  # the null label
     assert not torch.allclose(a, b) and not torch.allclose(a, null)
     vec = MLPVelocity(s, hidden=16, depth=2, cond_dim=5)
-    with pytest.raises(ValueError, match="needs `cond`"):
-        vec(x, 0.5)
-    assert vec(x, 0.5, cond=torch.randn(4, 5)).shape == x.shape
+    c = torch.randn(4, 5)
+    assert vec(x, 0.5, cond=c).shape == x.shape
+    # cond=None is the null condition: zeros with null flag 1 (geoflow.nn.conditioning)
+    null = torch.cat([torch.zeros(4, 5), torch.ones(4, 1)], dim=1)
+    torch.testing.assert_close(vec(x, 0.5), vec(x, 0.5, cond=null), rtol=0, atol=0)
+    # (batch, cond_dim) means "flag 0": the same as passing the flag column explicitly
+    torch.testing.assert_close(vec(x, 0.5, cond=c), vec(x, 0.5, cond=torch.cat([c, torch.zeros(4, 1)], 1)), rtol=0, atol=0)
+    assert not torch.allclose(vec(x, 0.5, cond=c), vec(x, 0.5))
+    with pytest.raises(ValueError, match="must be zero"):
+        vec(x, 0.5, cond=torch.cat([c, torch.ones(4, 1)], 1))
+    with pytest.raises(ValueError, match=r"shape \(4, 5\) or \(4, 6\)"):
+        vec(x, 0.5, cond=torch.randn(4, 3))
+    with pytest.raises(ValueError, match="class labels must lie"):
+        net(x, 0.5, cond=torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="unconditional"):
+        MLPVelocity(s, hidden=16, depth=2)(x, 0.5, cond=torch.tensor([0, 1, 2, 3]))
 
 
 def test_mlp_validation():
