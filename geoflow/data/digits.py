@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ._image_space import ImageSpace
+from manifolds import Euclidean
 from ._parsing import Column, PathLike, parse_table, read_bytes
 from .real import _check_dtype, _FileSpec
 
@@ -106,4 +106,4 @@ def _digits_dataset(path: Optional[PathLike], dtype: torch.dtype):
         file=source, sha256=digest, license=_DIGITS.license if path is None else None,
         units=_UNITS, classes=DIGITS_CLASSES,
     )
-    return _pixels_to_images(pixels, dtype), labels, ImageSpace(DIGITS_SHAPE), meta
+    return _pixels_to_images(pixels, dtype), labels, Euclidean(shape=DIGITS_SHAPE), meta

@@ -80,6 +80,7 @@ def test_image_space_geometry():
     torch.testing.assert_close(m.norm(x, y), y.reshape(5, -1).norm(dim=-1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(m.expmap(x, m.logmap(x, y)), y, rtol=0, atol=1e-15)
     assert m.dim == 64
+    assert repr(m) == "Euclidean(shape=(1, 8, 8))"
 
 
 def _write(tmp_path, text, *, gz=True):

@@ -15,6 +15,7 @@ def _optional(module, name, *args, **kwargs):
 
 _CASES = {
     "euclidean3": lambda: M.Euclidean(3),
+    "euclidean_shape2x3": lambda: M.Euclidean(shape=(2, 3), std=2.0),
     "sphere1": lambda: M.Sphere(1),
     "sphere2": lambda: M.Sphere(2),
     "sphere5": lambda: M.Sphere(5),

@@ -207,3 +207,27 @@ def test_manifolds_does_not_import_geoflow():
     for f in root.rglob("*.py"):
         text = f.read_text()
         assert "import geoflow" not in text and "from geoflow" not in text, f
+
+
+def test_euclidean_shape_option():
+    """Euclidean(shape=...) reduces over all point dimensions and equals Euclidean(n) on flattened points."""
+    img, vec = M.Euclidean(shape=(2, 3, 4), std=0.5), M.Euclidean(24, std=0.5)
+    g = torch.Generator().manual_seed(0)
+    x = img.random_base(7, generator=g, dtype=torch.float64)
+    y = img.random_base(7, generator=g, dtype=torch.float64)
+    assert x.shape == (7, 2, 3, 4) and img.dim == 24 and img.point_shape == (2, 3, 4)
+    f = lambda a: a.reshape(7, 24)  # noqa: E731
+    torch.testing.assert_close(img.base_log_prob(x), vec.base_log_prob(f(x)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(img.dist(x, y), vec.dist(f(x), f(y)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(img.inner(x, x, y), vec.inner(f(x), f(x), f(y)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(img.norm(x, y, keepdim=True).reshape(7), vec.norm(f(x), f(y)), rtol=1e-12, atol=1e-12)
+    assert img.inner(x, y[0], keepdim=True).shape == (7, 1, 1, 1)
+    assert repr(img) == "Euclidean(shape=(2, 3, 4), std=0.5)" and repr(vec) == "Euclidean(n=24, std=0.5)"
+    with pytest.raises(TypeError, match="exactly one of `n` and `shape`"):
+        M.Euclidean(3, shape=(3,))
+    with pytest.raises(TypeError, match="exactly one"):
+        M.Euclidean()
+    with pytest.raises(TypeError, match="`shape`"):
+        M.Euclidean(shape=())
+    with pytest.raises((TypeError, ValueError), match="shape"):
+        M.Euclidean(shape=(2, 0))
