@@ -148,12 +148,15 @@ def _load_model(checkpoint):
     if state.get("manifold") not in (None, repr(data.manifold)):
         raise ValueError(f"checkpoint {checkpoint!r} is for {state['manifold']}, but its dataset is on {data.manifold!r}")
     model = build_model(config, data.manifold, num_classes=data.num_classes)
-    if state.get("ema") is not None:
-        ema = EMA(model, config.ema_decay)
-        ema.load_state_dict(state["ema"])
-        model = ema.module
-    else:
-        model.load_state_dict(state["model"])
+    try:
+        if state.get("ema") is not None:
+            ema = EMA(model, config.ema_decay)
+            ema.load_state_dict(state["ema"])
+            model = ema.module
+        else:
+            model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint {str(checkpoint)!r}: its weights do not fit the model its config builds ({' '.join(str(exc).split())})") from None
     model.eval()
     return model, config, data
 

@@ -11,7 +11,34 @@ from .paths import PathSample
 __all__ = ["cfm_loss", "rcfm_loss"]
 
 
+def _check_sample(sample) -> None:
+    if not isinstance(sample, PathSample):
+        raise TypeError(
+            f"`sample` must be a geoflow.paths.PathSample (from path.sample(x0, x1, t)), got {type(sample).__name__}"
+        )
+    if sample.x_t.dim() < 1 or sample.x_t.shape[0] == 0:
+        raise ValueError(f"`sample` must hold at least one point (batch >= 1), got x_t of shape {tuple(sample.x_t.shape)}")
+
+
+def _check_model_matches(model, x: torch.Tensor) -> None:
+    """A torch module whose floating parameters differ in dtype or device from x: say so, before torch does."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if p is None:
+        return
+    if p.device != x.device:
+        raise ValueError(f"the model's parameters are on {p.device} but `sample.x_t` is on {x.device}; move one with .to()")
+    if p.dtype != x.dtype:
+        raise TypeError(
+            f"the model's parameters have dtype {p.dtype} but `sample.x_t` has dtype {x.dtype}; "
+            f"use model.to({x.dtype}) or build the path sample in {p.dtype}"
+        )
+
+
 def _predict(model, sample: PathSample, cond):
+    _check_sample(sample)
+    _check_model_matches(model, sample.x_t)
     out = model(sample.x_t, sample.t) if cond is None else model(sample.x_t, sample.t, cond=cond)
     if not isinstance(out, torch.Tensor) or out.shape != sample.dx_t.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -25,6 +52,11 @@ def cfm_loss(model, sample: PathSample, *, cond=None) -> torch.Tensor:
     .. math:: L = \\mathbb{E}\\, | v_\\theta(x_t, t) - \\dot x_t |^2
 
     The squared Euclidean norm is summed over all non-batch dimensions and averaged over the batch.
+
+    Raises:
+        TypeError: ``sample`` is not a :class:`~geoflow.paths.PathSample`, or the model's
+            parameters have another dtype than the sample.
+        ValueError: an empty batch, a model on another device, or an output of the wrong shape.
     """
     diff = _predict(model, sample, cond) - sample.dx_t
     return diff.pow(2).reshape(diff.shape[0], -1).sum(-1).mean()
@@ -36,6 +68,12 @@ def rcfm_loss(manifold: Manifold, model, sample: PathSample, *, cond=None) -> to
     .. math:: L = \\mathbb{E}\\, \\| v_\\theta(x_t, t) - \\dot x_t \\|^2_{g(x_t)}
 
     The squared norm is taken in the metric at x_t (``manifold.inner``) and averaged over the batch.
+
+    Raises:
+        TypeError, ValueError: as :func:`cfm_loss`; also a ``manifold`` that is not a
+            :class:`manifolds.Manifold`.
     """
+    if not isinstance(manifold, Manifold):
+        raise TypeError(f"`manifold` must be a manifolds.Manifold, got {type(manifold).__name__}")
     diff = _predict(model, sample, cond) - sample.dx_t
     return manifold.inner(sample.x_t, diff).mean()

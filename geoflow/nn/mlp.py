@@ -84,8 +84,21 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         self.config = dict(hidden=hidden, depth=depth, time_dim=time_dim, activation=activation,
                            num_classes=num_classes, cond_dim=cond_dim)
 
+    @property
+    def _first_weight(self) -> torch.Tensor:
+        return self.net[0].weight
+
     def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         m = self.manifold
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"MLPVelocity: `x` must be a tensor, got {type(x).__name__}")
+        if x.dim() < m.ndim or tuple(x.shape[x.dim() - m.ndim :]) != tuple(m.point_shape):
+            raise ValueError(f"MLPVelocity on {m!r}: `x` must have shape (batch, *{tuple(m.point_shape)}), got {tuple(x.shape)}")
+        w = self._first_weight
+        if x.dtype != w.dtype:
+            raise TypeError(f"MLPVelocity: `x` has dtype {x.dtype} but the parameters are {w.dtype}; use model.to({x.dtype}) or cast x")
+        if x.device != w.device:
+            raise ValueError(f"MLPVelocity: `x` is on {x.device} but the parameters are on {w.device}; move one of them")
         batch = x.shape[: x.dim() - m.ndim]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t.dim() == 0:

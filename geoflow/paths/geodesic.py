@@ -7,7 +7,7 @@ import torch
 from manifolds import Manifold
 from manifolds.base import geodesic_and_velocity_jvp
 
-from ._validate import check_pair
+from ._validate import check_on_manifold, check_pair
 from .path_sample import PathSample
 from .schedulers import CondOTScheduler, Scheduler
 
@@ -39,11 +39,19 @@ class GeodesicPath:
         manifold: a :class:`manifolds.Manifold`.
         scheduler: a scheduler with alpha_0 = 0 and alpha_1 = 1 (default CondOT: kappa_t = t).
         closed_form: use the manifold's closed form (default) or always the jvp reference.
+        validate: check in :meth:`sample` that x0 and x1 lie on the manifold (``check_point``:
+            finite, right shape, within tolerance) and raise ``ValueError`` naming the one that
+            is off (default).  The check is a pass over both batches; ``validate=False`` skips it
+            in hot loops whose points are known to be valid (data checked at load time, base
+            samples from ``random_base``).  Shapes, dtypes, devices and t in [0, 1] are always
+            checked.
 
     Shapes: x0, x1 ``(batch, *point_shape)``; t ``(batch,)``.
     """
 
-    def __init__(self, manifold: Manifold, scheduler: Scheduler | None = None, *, closed_form: bool = True):
+    def __init__(
+        self, manifold: Manifold, scheduler: Scheduler | None = None, *, closed_form: bool = True, validate: bool = True
+    ):
         if not isinstance(manifold, Manifold):
             raise TypeError(f"`manifold` must be a manifolds.Manifold, got {type(manifold).__name__}")
         scheduler = CondOTScheduler() if scheduler is None else scheduler
@@ -60,6 +68,9 @@ class GeodesicPath:
         self.manifold = manifold
         self.scheduler = scheduler
         self.closed_form = bool(closed_form)
+        if not isinstance(validate, bool):
+            raise TypeError(f"`validate` must be a bool, got {validate!r}")
+        self.validate = validate
 
     def __repr__(self) -> str:
         return f"GeodesicPath({self.manifold!r}, {self.scheduler!r})"
@@ -67,10 +78,12 @@ class GeodesicPath:
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
         """Draw x_t on the geodesic from x0 to x1 and its velocity dx_t (tangent at x_t)."""
         m = self.manifold
-        t = check_pair(x0, x1, t, ndim=m.ndim)
+        t = check_pair(x0, x1, t, ndim=m.ndim, finite=False)
         ok, reason = m._check_shape(x0.shape, "x0")
         if not ok:
             raise ValueError(reason)
+        if self.validate:
+            check_on_manifold(m, x0, x1)
         kappa, d_kappa = self.scheduler.kappa(t)
         if self.closed_form:
             x_t, v = m.geodesic_and_velocity(x0, x1, kappa)

@@ -74,6 +74,22 @@ def check_velocity(velocity) -> None:
         raise TypeError(f"`velocity` must be callable as velocity(x, t[, cond=...]), got {type(velocity).__name__}")
 
 
+def check_velocity_matches(velocity, x: torch.Tensor, name: str) -> None:
+    """A torch module whose floating parameters differ in device or dtype from ``x``: say so, before torch does."""
+    if not isinstance(velocity, torch.nn.Module) or not isinstance(x, torch.Tensor):
+        return
+    p = next((p for p in velocity.parameters() if p.is_floating_point()), None)
+    if p is None:
+        return
+    if p.device != x.device:
+        raise ValueError(f"the velocity's parameters are on {p.device} but `{name}` is on {x.device}; move one with .to()")
+    if p.dtype != x.dtype and x.is_floating_point():
+        raise TypeError(
+            f"the velocity's parameters have dtype {p.dtype} but `{name}` has dtype {x.dtype}; "
+            f"use velocity.to({x.dtype}) or pass `{name}` as {p.dtype}"
+        )
+
+
 def need_grad(requires_grad: Optional[bool], *tensors) -> bool:
     """Whether to keep the autograd graph: the flag if given, else grad mode on and an input requiring grad.
 
@@ -129,11 +145,16 @@ class Geometry:
                     f"`{name}` must have shape (batch, *point_shape) = (batch, {', '.join(map(str, self.point_shape))}) "
                     f"for {manifold!r}, got {tuple(x.shape)}"
                 )
+        if x.shape[0] == 0:
+            raise ValueError(f"`{name}` must hold at least one point (batch >= 1), got shape {tuple(x.shape)}")
         finite = torch.isfinite(x.detach())
         if not bool(finite.all()):
             raise ValueError(f"`{name}` contains {int((~finite).sum())} NaN or inf entries")
         if manifold is not None and callable(getattr(manifold, "check_point", None)):
-            manifold.check_point(x.detach())
+            try:
+                manifold.check_point(x.detach())
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("`x`", f"`{name}`", 1)) from None
         #: Flat geometry: integrate with torchdiffeq directly, no projections.
         self.flat = manifold is None or isinstance(manifold, Euclidean)
         lvd = getattr(type(manifold), "log_volume_density", None) if manifold is not None else None

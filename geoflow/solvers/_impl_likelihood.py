@@ -18,6 +18,7 @@ from ._impl_common import (
     check_steps,
     check_tol,
     check_velocity,
+    check_velocity_matches,
     need_grad,
     time_grid,
     where_ode,
@@ -103,6 +104,7 @@ def log_likelihood(
     requires_grad = check_requires_grad(requires_grad)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    check_velocity_matches(velocity, x1, "x1")
     geom = Geometry(manifold, x1, "x1")
     call = CheckedVelocity(velocity, cond)
     grad = need_grad(requires_grad, x1, cond)

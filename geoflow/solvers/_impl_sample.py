@@ -20,6 +20,7 @@ from ._impl_common import (
     check_time,
     check_tol,
     check_velocity,
+    check_velocity_matches,
     need_grad,
     time_grid,
     where_ode,
@@ -109,6 +110,7 @@ def sample(
     atol, rtol = check_tol("atol", atol), check_tol("rtol", rtol)
     transport = check_choice("transport", transport, TRANSPORTS)
     requires_grad = check_requires_grad(requires_grad)
+    check_velocity_matches(velocity, x0, "x0")
     geom = Geometry(manifold, x0, "x0")
     call = CheckedVelocity(velocity, cond)
     grid = time_grid(t0, t1, steps)

@@ -36,11 +36,17 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise OSError(
+                exc.errno,
+                f"could not write checkpoint {str(path)!r}: {exc.strerror or exc}; "
+                "the previous checkpoint at that path is intact (free some space and run the same command again)",
+            ) from exc
         raise
     return path
 

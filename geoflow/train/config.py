@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass, field
 
 __all__ = ["TrainConfig", "DATASET_DEFAULTS"]
 
+_ACTIVATIONS = ("silu", "gelu", "relu", "tanh", "softplus")
 _SCHEDULERS = ("condot", "cosine")
 _METHODS = ("euler", "midpoint", "rk4")
 _MODELS = ("auto", "mlp", "unet")
@@ -95,12 +98,18 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")
-        if not (self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
         if not (0 <= self.ema_decay < 1):
             raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("TrainConfig.grad_clip and weight_decay must be >= 0")
+        for name in ("grad_clip", "weight_decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
+        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"TrainConfig.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"TrainConfig.activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         if self.scheduler not in _SCHEDULERS:
             raise ValueError(f"TrainConfig.scheduler must be one of {_SCHEDULERS}, got {self.scheduler!r}")
         if self.nll_method not in _METHODS:

@@ -104,13 +104,16 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
         self.path_kind = resolve_path(config, self.manifold)
-        self.path = AffinePath(kappa) if self.path_kind == "affine" else GeodesicPath(self.manifold, kappa)
+        # Data are validated once at load time and x0 comes from random_base: no per-batch checks.
+        self.path = (AffinePath(kappa, validate=False) if self.path_kind == "affine"
+                     else GeodesicPath(self.manifold, kappa, validate=False))
         #: Validation metric: "nll" (geodesic paths) or "loss" (the CFM loss, affine paths).
         self.val_metric = "loss" if self.path_kind == "affine" else "nll"
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.best_val = math.inf
         self.history: list[dict] = []
+        self.running_loss: float | None = None  # exponential moving average of the training loss
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
 
@@ -126,6 +129,7 @@ class Trainer:
             "best_val_nll": self.best_val,  # the best validation metric (NLL, or loss when val_metric is "loss")
             "val_metric": self.val_metric,
             "history": self.history,
+            "running_loss": self.running_loss,
             "manifold": repr(self.manifold),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -145,14 +149,18 @@ class Trainer:
         if saved.to_dict() != self.config.to_dict():
             diff = {k: (v, self.config.to_dict()[k]) for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v}
             raise ValueError(f"{source} was written with a different config {diff} (saved, requested); use another --out folder")
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{source}: its weights do not fit the model its config builds ({' '.join(str(exc).split())}); use another --out folder") from None
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["lr_scheduler"])
         self.step = int(state["step"])
         self.best_val = float(state["best_val_nll"])
         self.history = list(state["history"])
+        self.running_loss = state.get("running_loss")
         torch.set_rng_state(state["rng"]["torch"])
         self.gen.set_state(state["rng"]["data"])
         np.random.set_state(state["rng"]["numpy"])
@@ -261,10 +269,9 @@ class Trainer:
         t_start = time.time()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.dataset}", disable=not self.progress,
                    dynamic_ncols=True)
-        running = None
         while self.step < cfg.steps:
             loss = self.train_step()
-            running = loss if running is None else 0.98 * running + 0.02 * loss
+            self.running_loss = running = loss if self.running_loss is None else 0.98 * self.running_loss + 0.02 * loss
             bar.update(1)
             if self.step % 50 == 0:
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")

@@ -1,8 +1,34 @@
-"""Pairs of points at the numerically hard places of each manifold (shared by the NaN hunts)."""
+"""Pairs of points at the numerically hard places of each manifold (shared by the NaN hunts).
+
+Also the hypothesis strategies (``DRAWS``) and profiles of the hunts: "ci" (25 draws per
+manifold, the default) and "long" (100 000 draws; ``HYPOTHESIS_PROFILE=long``, or
+``benchmarks/fuzz_long.py``, which records a JSON summary).
+"""
 
 import math
+import os
 
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def load_profile() -> None:
+    """Load the profile named by ``HYPOTHESIS_PROFILE`` ("ci" when unset)."""
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: What a hunt draws: the kind of pair, its scale, the seed of the points, the dtype and a time.
+DRAWS = dict(
+    kind=st.sampled_from(["same", "near", "far", "random"]),
+    eps=st.sampled_from([0.0, 1e-12, 1e-9, 1e-7, 1e-5, 1e-3, 1e-2, 0.3]),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    t=st.sampled_from([0.0, 1e-6, 0.5, 1 - 1e-6, 1.0]),
+)
 
 
 def _unit_tangent(m, x, g):
@@ -61,3 +87,22 @@ def hard_pair(m, kind, eps, seed, dtype):
     else:
         y = m.random_base(4, generator=g, dtype=dtype)
     return x, y
+
+
+def check_ops_at_hard_point(m, name, kind, eps, seed, dtype, t):
+    """exp, log, dist, geodesic, norm, inner, base_log_prob: finite values and gradients at a hard pair."""
+    x, y = hard_pair(m, kind, eps, seed, dtype)
+    assert torch.isfinite(x).all() and torch.isfinite(y).all()
+    x = x.detach().requires_grad_()
+    y = y.detach().requires_grad_()
+    d = m.dist(x, y)
+    u = m.logmap(x, y)
+    z = m.expmap(x, u)
+    gt = m.geodesic(x, y, t)
+    vals = [d, u, z, gt, m.norm(x, u), m.inner(x, u, u), m.base_log_prob(x), m.base_log_prob(y)]
+    for v in vals:
+        assert torch.isfinite(v).all(), (name, kind, eps, dtype, [torch.isfinite(w).all().item() for w in vals])
+    assert (d >= 0).all()
+    total = sum(v.sum() for v in vals)
+    gx, gy = torch.autograd.grad(total, (x, y))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all(), (name, kind, eps, dtype)
