@@ -8,6 +8,7 @@ Examples:
     geoflow train digits --out runs/digits            # class-conditional U-Net, a few minutes on a CPU
     geoflow sample runs/digits/best.pt --guidance 2 --out grid.png          # rows: digits 0..9
     geoflow sample runs/digits/best.pt --label 3 --guidance 2 --out threes.png
+    torchrun --nproc_per_node 2 -m geoflow.cli train earthquake   # 2 processes (DDP); --batch-size stays global
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-samples", type=_positive_int, default=None, help="size of synthetic datasets")
     t.add_argument("--seed", type=int, default=None, help=f"random seed ({dflt('seed')})")
     t.add_argument("--no-plot", action="store_true", help="skip the plot at the end")
+    t.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
+                   help="torch.distributed backend when launched by torchrun (default auto: nccl if CUDA is available, "
+                        "gloo on CPU); --batch-size is the global batch, split evenly over the processes")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw samples from a trained model",
@@ -230,40 +235,56 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"geoflow {args.command}: error: {exc}", file=sys.stderr)
+        rank = int(os.environ.get("RANK") or 0) if os.environ.get("WORLD_SIZE") else 0
+        if rank == 0 or not getattr(exc, "geoflow_relayed", False):  # rank 0 prints what it relayed to the others
+            print(f"geoflow {args.command}: error: {'' if rank == 0 else f'[rank {rank}] '}{exc}", file=sys.stderr)
         return 2
+
+
+def _train(args, dist) -> int:
+    """`geoflow train` (one process, or one of several under torchrun)."""
+    from .train import TrainConfig, Trainer
+
+    given = dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup=args.warmup, grad_clip=args.grad_clip, ema_decay=args.ema_decay, hidden=args.hidden,
+        depth=args.depth, scheduler=args.scheduler, eval_every=args.eval_every, val_points=args.val_points,
+        nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
+        model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
+    )
+    config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
+    out = args.out or f"runs/{args.dataset}-seed{config.seed}"
+    config = dataclasses.replace(config, out=out, eval_every=min(config.eval_every, config.steps))
+    trainer = Trainer(config, progress=not args.quiet, dist=dist)
+    metrics = trainer.fit()
+    if not dist.is_main:  # rank 0 plots and reports
+        return 0
+    if not args.no_plot:
+        try:
+            model, cfg, data = _load_model(Path(out) / "best.pt")
+            png = _plot(model, cfg, data, Path(out) / f"{args.dataset}.png")
+            print(f"plot: {png}")
+        except ValueError as exc:
+            print(f"(no plot: {exc})")
+    if metrics.get("test_nll") is not None:
+        print(f"test NLL {metrics['test_nll']:.4f} nats; checkpoints and metrics.json in {out}/")
+        print(f"next: geoflow plot {out}/best.pt   |   geoflow sample {out}/best.pt --n 1000")
+    else:
+        print(f"test CFM loss {metrics['test_loss']:.4f}; checkpoints and metrics.json in {out}/")
+        print(f"next: geoflow sample {out}/best.pt --guidance 2 --out grid.png")
+    return 0
 
 
 def _run(args) -> int:
     if args.command == "train":
-        from .train import TrainConfig, Trainer
+        from .train.distributed import close_distributed, init_distributed
 
-        given = dict(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            warmup=args.warmup, grad_clip=args.grad_clip, ema_decay=args.ema_decay, hidden=args.hidden,
-            depth=args.depth, scheduler=args.scheduler, eval_every=args.eval_every, val_points=args.val_points,
-            nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
-            model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
-        )
-        config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
-        out = args.out or f"runs/{args.dataset}-seed{config.seed}"
-        config = dataclasses.replace(config, out=out, eval_every=min(config.eval_every, config.steps))
-        trainer = Trainer(config, progress=not args.quiet)
-        metrics = trainer.fit()
-        if not args.no_plot:
-            try:
-                model, cfg, data = _load_model(Path(out) / "best.pt")
-                png = _plot(model, cfg, data, Path(out) / f"{args.dataset}.png")
-                print(f"plot: {png}")
-            except ValueError as exc:
-                print(f"(no plot: {exc})")
-        if metrics.get("test_nll") is not None:
-            print(f"test NLL {metrics['test_nll']:.4f} nats; checkpoints and metrics.json in {out}/")
-            print(f"next: geoflow plot {out}/best.pt   |   geoflow sample {out}/best.pt --n 1000")
-        else:
-            print(f"test CFM loss {metrics['test_loss']:.4f}; checkpoints and metrics.json in {out}/")
-            print(f"next: geoflow sample {out}/best.pt --guidance 2 --out grid.png")
-        return 0
+        dist = init_distributed(args.backend)
+        try:
+            return _train(args, dist)
+        finally:
+            if dist.enabled:
+                close_distributed()
     if args.command == "sample":
         from .solvers import sample
 

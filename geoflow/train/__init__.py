@@ -1,7 +1,8 @@
-"""Training: the Riemannian flow-matching trainer, its config and checkpoints."""
+"""Training: the Riemannian flow-matching trainer, its config, checkpoints and multi-process (DDP) runs."""
 
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .config import DATASET_DEFAULTS, TrainConfig
+from .distributed import DistInfo, close_distributed, init_distributed
 from .trainer import Trainer, TrainingDiverged, build_model, train
 
 __all__ = [
@@ -15,4 +16,7 @@ __all__ = [
     "load_checkpoint",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "DistInfo",
+    "init_distributed",
+    "close_distributed",
 ]

@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warm-up + cosine decay, clipping, EMA, validation NLL, exact resume."""
+"""The training loop: AdamW, warm-up + cosine decay, clipping, EMA, validation NLL, exact resume, DDP."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ..nn import EMA, MLPVelocity, UNetVelocity
 from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import DistInfo, init_distributed
 
 __all__ = ["Trainer", "train", "build_model", "resolve_model", "resolve_path", "TrainingDiverged"]
 
@@ -85,22 +86,57 @@ class Trainer:
     metric improved) atomically.  Running
     again with the same ``out`` resumes from ``last.pt``: the RNG states of torch, numpy, Python
     and the data sampler are restored, so the continued run equals an uninterrupted one.
+
+    Several processes (``torchrun``, see :func:`~geoflow.train.distributed.init_distributed`):
+    the model is wrapped in ``DistributedDataParallel``.  ``batch_size`` stays the *global* batch:
+    every process draws the same global batch (data indices, x0, t, dropped labels) from the
+    shared seeded generator and keeps its own contiguous share of ``batch_size / world_size``
+    rows, so the run follows the single-process one up to float rounding.  Rank 0 alone
+    validates, writes checkpoints and metrics and logs; the others wait for its result.  A
+    checkpoint holds the RNG states of every rank.
+
+    Args:
+        config: the run.
+        progress: show a progress bar (rank 0 only).
+        log: where messages go (rank 0 only).
+        dist: the process group (default: :func:`init_distributed` from the environment, a
+            single process unless launched by ``torchrun``).
     """
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True, log=print):
+    def __init__(self, config: TrainConfig, *, progress: bool = True, log=print, dist: DistInfo | None = None):
         from ..data import load_dataset
 
+        self.dist = dist = init_distributed() if dist is None else dist
+        if config.batch_size % dist.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({dist.world_size}); use e.g. --batch-size "
+                f"{config.batch_size // dist.world_size * dist.world_size or dist.world_size}"
+            )
+        #: Rows of the global batch that this process trains on.
+        self.local_batch = config.batch_size // dist.world_size
+        self.device = dist.device
         self.config = config
-        self.progress = progress
-        self.log = log
+        self.progress = progress and dist.is_main
+        self.log = log if dist.is_main else (lambda *args, **kwargs: None)
         self.out = Path(config.out)
         self.data = load_dataset(config.dataset, seed=config.seed, n_samples=config.n_samples)
         self.manifold = self.data.manifold
         torch.manual_seed(config.seed)
         self.conditional = self.data.labels is not None
-        self.model = build_model(config, self.manifold, num_classes=self.data.num_classes)
+        self.model = build_model(config, self.manifold, num_classes=self.data.num_classes).to(self.device)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        #: The module the loss calls: ``self.model`` itself, or its DistributedDataParallel wrapper.
+        self.train_model = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if dist.rank > 0:  # per-rank draws from the global generator (dropout) must differ between ranks
+            torch.manual_seed(_rank_seed(config.seed, dist.rank, 0))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
         self.path_kind = resolve_path(config, self.manifold)
@@ -118,8 +154,22 @@ class Trainer:
         np.random.seed(config.seed % 2**32)
 
     # ------------------------------------------------------------ checkpoint
-    def state_dict(self) -> dict:
+    def rng_state(self) -> dict:
+        """This process's RNG states: torch (global), the data sampler, numpy and Python."""
         return {
+            "torch": torch.get_rng_state(),
+            "data": self.gen.get_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def state_dict(self, *, rng_ranks: list[dict] | None = None) -> dict:
+        """Everything a resume needs.
+
+        ``rng_ranks`` (several processes): the :meth:`rng_state` of every rank, gathered by the
+        caller; saved as ``"rng_ranks"``, with rank 0's also as ``"rng"``.
+        """
+        state = {
             "config": self.config.to_dict(),
             "step": self.step,
             "model": self.model.state_dict(),
@@ -131,13 +181,12 @@ class Trainer:
             "history": self.history,
             "running_loss": self.running_loss,
             "manifold": repr(self.manifold),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "data": self.gen.get_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "world_size": self.dist.world_size,
+            "rng": self.rng_state() if rng_ranks is None else rng_ranks[0],
         }
+        if rng_ranks is not None and self.dist.world_size > 1:
+            state["rng_ranks"] = rng_ranks
+        return state
 
     def load_state_dict(self, state: dict, *, source: str = "checkpoint") -> None:
         if state.get("manifold") != repr(self.manifold):
@@ -161,29 +210,43 @@ class Trainer:
         self.best_val = float(state["best_val_nll"])
         self.history = list(state["history"])
         self.running_loss = state.get("running_loss")
-        torch.set_rng_state(state["rng"]["torch"])
+        # The data sampler is shared by all ranks (same global batches); the other streams are per rank.
+        rng, ranks, rank = state["rng"], state.get("rng_ranks"), self.dist.rank
+        same_world = len(ranks) == self.dist.world_size if ranks is not None else self.dist.world_size == 1
+        if ranks is not None and same_world:
+            rng = ranks[rank]
+        if not same_world:
+            self.log(f"{source} was written by {state.get('world_size', 1)} process(es), resuming with "
+                     f"{self.dist.world_size}: the global batches are unchanged, the per-process RNG streams restart")
+        torch.set_rng_state(rng["torch"])
         self.gen.set_state(state["rng"]["data"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if not same_world and rank > 0:
+            torch.manual_seed(_rank_seed(self.config.seed, rank, self.step))
 
     def save(self, name: str) -> Path:
         return save_checkpoint(self.state_dict(), self.out / name)
 
     def maybe_resume(self) -> bool:
+        """Resume from ``out/last.pt`` if it exists (several processes: rank 0 reads it and sends it to all)."""
         last = self.out / "last.pt"
-        if last.exists():
-            self.load_state_dict(load_checkpoint(last), source=str(last))
-            self.log(f"resumed from {last} at step {self.step}")
-            return True
-        return False
+        state = self.dist.run_on_main(lambda: load_checkpoint(last) if last.exists() else None)
+        if state is None:
+            return False
+        self.load_state_dict(state, source=str(last))
+        self.log(f"resumed from {last} at step {self.step}")
+        return True
 
     # ---------------------------------------------------------------- steps
     def eval_model(self):
         return self.ema.module if self.ema is not None else self.model
 
     def train_step(self) -> float:
-        cfg, m = self.config, self.manifold
+        """One optimisation step on a global batch; returns its loss (the mean over all processes)."""
+        cfg, m, dist = self.config, self.manifold, self.dist
         train = self.data.train
+        # The global batch, drawn identically by every process from the shared generator ...
         idx = torch.randint(0, train.shape[0], (cfg.batch_size,), generator=self.gen)
         x1 = train[idx]
         x0 = m.random_base(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
@@ -191,14 +254,23 @@ class Trainer:
         cond = None
         if self.conditional:
             cond = self.model.drop_cond(self.data.labels["train"][idx], cfg.cond_drop, generator=self.gen)
+        if dist.world_size > 1:  # ... of which this process keeps rows [rank * b, (rank + 1) * b)
+            share = slice(dist.rank * self.local_batch, (dist.rank + 1) * self.local_batch)
+            x1, x0, t = x1[share], x0[share], t[share]
+            cond = cond[share] if cond is not None else None
+        if self.device.type != "cpu":
+            x1, x0, t = x1.to(self.device), x0.to(self.device), t.to(self.device)
+            cond = cond.to(self.device) if cond is not None else None
         sample = self.path.sample(x0, x1, t)
         if self.path_kind == "affine":
-            loss = cfm_loss(self.model, sample, cond=cond)
+            loss = cfm_loss(self.train_model, sample, cond=cond)
         else:
-            loss = rcfm_loss(m, self.model, sample, cond=cond)
-        if not torch.isfinite(loss):
+            loss = rcfm_loss(m, self.train_model, sample, cond=cond)
+        # Equal shares: the mean of the per-process means is the global mean (DDP averages the gradients alike).
+        global_loss = dist.mean(loss.detach())
+        if not torch.isfinite(global_loss):
             raise TrainingDiverged(
-                f"loss is {float(loss.detach())} at step {self.step} (batch indices {idx[:8].tolist()}...); "
+                f"loss is {float(global_loss)} at step {self.step} (batch indices {idx[:8].tolist()}...); "
                 f"the last good checkpoint is {self.out / 'last.pt'}; lower --lr or raise --grad-clip"
             )
         self.opt.zero_grad(set_to_none=True)
@@ -210,7 +282,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        return float(loss.detach())
+        return float(global_loss)
 
     def nll(self, x: torch.Tensor, *, model=None, steps=None, method=None, batch: int = 2048) -> torch.Tensor:
         """Per-point negative log-likelihood of ``x`` under the (EMA) model."""
@@ -220,9 +292,10 @@ class Trainer:
         out = []
         for chunk in x.split(batch):
             lp = log_likelihood(
-                model, chunk, self.manifold, method=method or self.config.nll_method, steps=steps or self.config.nll_steps
+                model, chunk.to(self.device), self.manifold, method=method or self.config.nll_method,
+                steps=steps or self.config.nll_steps,
             )
-            out.append(-lp.detach())
+            out.append(-lp.detach().cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -245,11 +318,14 @@ class Trainer:
         for _ in range(repeats):
             x0 = self.manifold.random_base(x.shape[0], generator=g, dtype=x.dtype)
             t = torch.rand(x.shape[0], generator=g, dtype=x.dtype)
-            sample = self.path.sample(x0, x, t)
+            if self.device.type != "cpu":
+                x0, t = x0.to(self.device), t.to(self.device)
+            sample = self.path.sample(x0, x.to(self.device), t)
+            cond = labels.to(self.device) if labels is not None else None
             if self.path_kind == "affine":
-                total += float(cfm_loss(model, sample, cond=labels))
+                total += float(cfm_loss(model, sample, cond=cond))
             else:
-                total += float(rcfm_loss(self.manifold, model, sample, cond=labels))
+                total += float(rcfm_loss(self.manifold, model, sample, cond=cond))
         return total / repeats
 
     def validate(self) -> float:
@@ -263,8 +339,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- run
     def fit(self) -> dict:
-        cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Train to ``config.steps`` (resuming from ``out/last.pt``), then :meth:`finish`; returns the metrics."""
+        cfg, dist = self.config, self.dist
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.maybe_resume()
         t_start = time.time()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.dataset}", disable=not self.progress,
@@ -276,22 +354,37 @@ class Trainer:
             if self.step % 50 == 0:
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                val = self.validate()
+                val = dist.run_on_main(self.validate)
                 self.history.append({"step": self.step, "loss": running, f"val_{self.val_metric}": val})
                 improved = val < self.best_val
                 if improved:
                     self.best_val = val
-                self.save("last.pt")
-                if improved:
-                    self.save("best.pt")
+                if dist.enabled:  # every rank's RNG states go into rank 0's checkpoint
+                    dist.run_on_main(self._saver(improved, dist.gather(self.rng_state())))
+                else:
+                    self.save("last.pt")
+                    if improved:
+                        self.save("best.pt")
                 what = "val NLL" if self.val_metric == "nll" else "val loss"
-                bar.write(f"step {self.step}: loss {running:.4f}  {what} {val:.4f}{'  (best)' if improved else ''}")
+                if dist.is_main:
+                    bar.write(f"step {self.step}: loss {running:.4f}  {what} {val:.4f}{'  (best)' if improved else ''}")
         bar.close()
-        return self.finish(time.time() - t_start)
+        seconds = time.time() - t_start
+        return dist.run_on_main(lambda: self.finish(seconds))
+
+    def _saver(self, improved: bool, rng_ranks: list[dict]):
+        def save():
+            state = self.state_dict(rng_ranks=rng_ranks)
+            save_checkpoint(state, self.out / "last.pt")
+            if improved:
+                save_checkpoint(state, self.out / "best.pt")
+
+        return save
 
     def finish(self, seconds: float) -> dict:
+        """Test NLL (or loss) of the best checkpoint's EMA model; writes ``metrics.json`` (rank 0's job)."""
         best = load_checkpoint(self.out / "best.pt") if (self.out / "best.pt").exists() else self.state_dict()
-        model = build_model(self.config, self.manifold, num_classes=self.data.num_classes)
+        model = build_model(self.config, self.manifold, num_classes=self.data.num_classes).to(self.device)
         if best.get("ema") is not None:
             ema = EMA(model, self.config.ema_decay)
             ema.load_state_dict(best["ema"])
@@ -315,6 +408,7 @@ class Trainer:
             "n_train": int(self.data.train.shape[0]),
             "n_test": int(self.data.test.shape[0]),
             "seed": self.config.seed,
+            "world_size": self.dist.world_size,
             "config": self.config.to_dict(),
         }
         tmp = self.out / "metrics.json.tmp"
@@ -325,6 +419,11 @@ class Trainer:
         else:
             self.log(f"test CFM loss ({self.config.dataset}, {self.data.test.shape[0]} points): {metrics['test_loss']:.4f}")
         return metrics
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """A seed for rank ``rank``'s own torch stream (rank 0 keeps the single-process one)."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
 def train(config: TrainConfig, **kwargs) -> dict:
