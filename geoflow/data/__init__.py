@@ -8,15 +8,19 @@
 Real sets (files in ``geoflow/data/files/``, provenance and licences in ``PROVENANCE.md``):
 ``volcano``, ``earthquake``, ``flood``, ``fire`` on S^2, ``rna`` on T^7 and the labelled 8x8
 ``digits`` images (flat space, point shape ``(1, 8, 8)``). Synthetic sets
-with exact log-densities: ``vmf_mixture`` (S^2), ``wrapped_normal_torus`` and
-``checkerboard_torus`` (T^2).
+with log-densities: ``vmf_mixture`` (S^2), ``wrapped_normal_torus`` and
+``checkerboard_torus`` (T^2), and the 2-D benchmarks ``moons``, ``eight_gaussians`` and
+``checkerboard`` (R^2).
 """
 
 from .datasets import DEFAULT_SYNTHETIC_SAMPLES, GeoDataset, available_datasets, load_dataset
 from .digits import DIGITS_CLASSES, DIGITS_SHAPE, load_digits
 from .real import EARTH_DATASETS, RNA_ANGLES, lat_lon_to_sphere, load_earth, load_rna
 from .synthetic import (
+    Checkerboard,
     CheckerboardTorus,
+    EightGaussians,
+    Moons,
     SyntheticDistribution,
     VonMisesFisherMixture,
     WrappedNormalTorusMixture,
@@ -40,5 +44,8 @@ __all__ = [
     "VonMisesFisherMixture",
     "WrappedNormalTorusMixture",
     "CheckerboardTorus",
+    "EightGaussians",
+    "Moons",
+    "Checkerboard",
     "sample_von_mises_fisher",
 ]

@@ -7,15 +7,17 @@ import torch
 
 import geoflow.data as gd
 from geoflow.data import GeoDataset, available_datasets, load_dataset, load_earth, load_rna
+from manifolds.euclidean import Euclidean
 from manifolds.sphere import Sphere
 from manifolds.torus import FlatTorus
 
 REAL_ROWS = {"volcano": 827, "earthquake": 6120, "flood": 4875, "fire": 12809, "rna": 9478}
-SYNTHETIC = ("vmf_mixture", "wrapped_normal_torus", "checkerboard_torus")
+SYNTHETIC = ("vmf_mixture", "wrapped_normal_torus", "checkerboard_torus", "moons", "eight_gaussians", "checkerboard")
 MANIFOLD = {
     "volcano": (Sphere, 3), "earthquake": (Sphere, 3), "flood": (Sphere, 3), "fire": (Sphere, 3),
     "rna": (FlatTorus, 7), "vmf_mixture": (Sphere, 3), "wrapped_normal_torus": (FlatTorus, 2),
-    "checkerboard_torus": (FlatTorus, 2),
+    "checkerboard_torus": (FlatTorus, 2), "moons": (Euclidean, 2), "eight_gaussians": (Euclidean, 2),
+    "checkerboard": (Euclidean, 2),
 }
 
 
