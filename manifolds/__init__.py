@@ -7,6 +7,7 @@ This package never imports ``geoflow``; use it in any project.
 
 from .base import Manifold
 from .euclidean import Euclidean
+from .comfree import CoMFree
 from .sphere import Sphere
 from .torus import FlatTorus
 from .product import Product
@@ -17,6 +18,7 @@ from .spd import SPD, sym_expm, sym_logm, sym_sqrtm
 __all__ = [
     "Manifold",
     "Euclidean",
+    "CoMFree",
     "Sphere",
     "FlatTorus",
     "PoincareBall",

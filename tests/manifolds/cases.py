@@ -16,6 +16,8 @@ def _optional(module, name, *args, **kwargs):
 _CASES = {
     "euclidean3": lambda: M.Euclidean(3),
     "euclidean_shape2x3": lambda: M.Euclidean(shape=(2, 3), std=2.0),
+    "comfree4x2": lambda: M.CoMFree(4, 2),
+    "comfree5x3_std1.5": lambda: M.CoMFree(5, 3, std=1.5),
     "sphere1": lambda: M.Sphere(1),
     "sphere2": lambda: M.Sphere(2),
     "sphere5": lambda: M.Sphere(5),
