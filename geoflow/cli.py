@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=None, help=f"warm-up steps ({dflt('warmup')})")
     t.add_argument("--grad-clip", type=float, default=None, help=f"gradient norm clip ({dflt('grad_clip')})")
     t.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({dflt('ema_decay')})")
+    t.add_argument("--time-max-freq", type=float, default=None,
+                   help=f"highest frequency of the sinusoidal time embedding ({dflt('time_max_freq')})")
     t.add_argument("--hidden", type=_positive_int, default=None, help=f"MLP width ({dflt('hidden')})")
     t.add_argument("--depth", type=_positive_int, default=None, help=f"MLP hidden layers ({dflt('depth')})")
     t.add_argument("--model", choices=["auto", "mlp", "unet"], default=None,
@@ -251,6 +253,7 @@ def _train(args, dist) -> int:
         depth=args.depth, scheduler=args.scheduler, eval_every=args.eval_every, val_points=args.val_points,
         nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
+        time_max_freq=args.time_max_freq,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

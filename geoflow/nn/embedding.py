@@ -9,7 +9,12 @@ from torch import nn
 
 from manifolds import FlatTorus, Manifold, Product
 
-__all__ = ["SinusoidalTimeEmbedding", "ManifoldFeatures"]
+__all__ = ["SinusoidalTimeEmbedding", "ManifoldFeatures", "DEFAULT_TIME_MAX_FREQ", "LEGACY_TIME_MAX_FREQ"]
+
+#: Highest angular frequency of the time embedding used by geoflow's networks by default.
+DEFAULT_TIME_MAX_FREQ = 1000.0
+#: The value of checkpoints written before the frequency was configurable.
+LEGACY_TIME_MAX_FREQ = 1000.0
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -17,13 +22,23 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     emb(t) = [sin(w_k t), cos(w_k t)]_k with w_k log-spaced in [1, max_freq].
 
+    ``max_freq`` sets how fast the network's output may vary in t.  The DDPM value (t scaled by
+    1000) suits discrete diffusion steps; for an ODE integrated with a handful of steps it lets
+    the learned field oscillate in t faster than the solver's step resolves, and fixed-step
+    solvers lose their order (measured on a trained volcano flow, 3000 steps: with max_freq
+    1000 rk4's error against a 200-step reference fell only from 1.1e-2 to 2.0e-3 between 4 and
+    64 steps; with max_freq 10 from 6.7e-3 to 3.0e-7, order 4).
+
     Shapes: t ``(batch,)`` -> ``(batch, dim)``.
     """
 
-    def __init__(self, dim: int = 64, max_freq: float = 1000.0):
+    def __init__(self, dim: int = 64, max_freq: float = DEFAULT_TIME_MAX_FREQ):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"`dim` must be an even integer >= 2, got {dim}")
+        if not (isinstance(max_freq, (int, float)) and math.isfinite(max_freq) and max_freq >= 1):
+            raise ValueError(f"`max_freq` must be a finite number >= 1, got {max_freq!r}")
+        self.max_freq = float(max_freq)
         freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), dim // 2))
         self.register_buffer("freqs", freqs, persistent=False)
         self.dim = dim

@@ -8,7 +8,7 @@ from torch import nn
 from manifolds import Manifold
 
 from .conditioning import ConditionalMixin, _check_spec
-from .embedding import ManifoldFeatures, SinusoidalTimeEmbedding
+from .embedding import DEFAULT_TIME_MAX_FREQ, ManifoldFeatures, SinusoidalTimeEmbedding
 
 __all__ = ["MLPVelocity"]
 
@@ -28,6 +28,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         hidden: width of the hidden layers (default 512).
         depth: number of hidden layers (default 6).
         time_dim: size of the sinusoidal time embedding (default 64).
+        time_max_freq: its highest frequency (see :class:`SinusoidalTimeEmbedding`).
         activation: "silu" (default), "gelu", "relu", "tanh" or "softplus".
         num_classes: if set, ``cond`` is an integer label in [0, num_classes) embedded with a
             learned table (label ``num_classes`` is reserved as the "null" label for
@@ -46,6 +47,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         hidden: int = 512,
         depth: int = 6,
         time_dim: int = 64,
+        time_max_freq: float = DEFAULT_TIME_MAX_FREQ,
         activation: str = "silu",
         num_classes: int | None = None,
         cond_dim: int | None = None,
@@ -62,7 +64,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
             _check_spec(num_classes, cond_dim)
         self.manifold = manifold
         self.features = ManifoldFeatures(manifold)
-        self.time_embed = SinusoidalTimeEmbedding(time_dim)
+        self.time_embed = SinusoidalTimeEmbedding(time_dim, time_max_freq)
         self.num_classes = num_classes
         self.cond_dim = cond_dim
         extra = 0
@@ -81,7 +83,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
             d = hidden
         layers.append(nn.Linear(d, d_out))
         self.net = nn.Sequential(*layers)
-        self.config = dict(hidden=hidden, depth=depth, time_dim=time_dim, activation=activation,
+        self.config = dict(hidden=hidden, depth=depth, time_dim=time_dim, time_max_freq=float(time_max_freq), activation=activation,
                            num_classes=num_classes, cond_dim=cond_dim)
 
     @property

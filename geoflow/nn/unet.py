@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .conditioning import ConditionalMixin, _check_spec
-from .embedding import SinusoidalTimeEmbedding
+from .embedding import DEFAULT_TIME_MAX_FREQ, SinusoidalTimeEmbedding
 
 __all__ = ["UNetVelocity"]
 
@@ -63,6 +63,7 @@ class UNetVelocity(ConditionalMixin, nn.Module):
         num_res_blocks: residual blocks per level (default 1).
         time_dim: size of the sinusoidal time embedding (default 64); the embedding MLP has
             width ``4 * base``.
+        time_max_freq: the embedding's highest frequency (see :class:`SinusoidalTimeEmbedding`).
         num_classes: if set, ``cond`` is an integer label in [0, num_classes) (``num_classes``
             is the null label; ``cond=None`` means null).
         cond_dim: if set, ``cond`` is a real vector of this size.
@@ -81,6 +82,7 @@ class UNetVelocity(ConditionalMixin, nn.Module):
         channel_mults: Sequence[int] = (1, 2),
         num_res_blocks: int = 1,
         time_dim: int = 64,
+        time_max_freq: float = DEFAULT_TIME_MAX_FREQ,
         num_classes: Optional[int] = None,
         cond_dim: Optional[int] = None,
         groups: int = 8,
@@ -106,7 +108,7 @@ class UNetVelocity(ConditionalMixin, nn.Module):
         self.levels = len(mults)
         emb_dim = 4 * base
         self.time_embed = nn.Sequential(
-            SinusoidalTimeEmbedding(time_dim), nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            SinusoidalTimeEmbedding(time_dim, time_max_freq), nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
         if num_classes is not None:
             self.class_embed = nn.Embedding(num_classes + 1, emb_dim)
@@ -142,7 +144,7 @@ class UNetVelocity(ConditionalMixin, nn.Module):
                 c = chans[i - 1]
         self.out = nn.Sequential(nn.GroupNorm(_groups(c, groups), c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
         self.config = dict(in_channels=in_channels, base=base, channel_mults=mults, num_res_blocks=num_res_blocks,
-                           time_dim=time_dim, num_classes=num_classes, cond_dim=cond_dim, groups=groups,
+                           time_dim=time_dim, time_max_freq=float(time_max_freq), num_classes=num_classes, cond_dim=cond_dim, groups=groups,
                            dropout=dropout)
 
     def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 
 import dataclasses
 from dataclasses import dataclass, field
+from ..nn.embedding import DEFAULT_TIME_MAX_FREQ, LEGACY_TIME_MAX_FREQ
 
 __all__ = ["TrainConfig", "DATASET_DEFAULTS"]
 
@@ -73,6 +74,7 @@ class TrainConfig:
     hidden: int = 256
     depth: int = 5
     time_dim: int = 64
+    time_max_freq: float = DEFAULT_TIME_MAX_FREQ
     activation: str = "silu"
     scheduler: str = "condot"
     eval_every: int = 500
@@ -100,6 +102,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.time_max_freq, (int, float)) and math.isfinite(self.time_max_freq) and self.time_max_freq >= 1):
+            raise ValueError(f"TrainConfig.time_max_freq must be a finite number >= 1, got {self.time_max_freq!r}")
         if not (0 <= self.ema_decay < 1):
             raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay}")
         for name in ("grad_clip", "weight_decay"):
@@ -141,4 +145,6 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}")
+        if "time_max_freq" not in d:  # written before the frequency was configurable
+            d = {**d, "time_max_freq": LEGACY_TIME_MAX_FREQ}
         return cls(**d)

@@ -55,10 +55,11 @@ def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None
             raise ValueError(f"model 'unet' needs an image dataset (flat space with point shape (C, H, W)), got {manifold!r}")
         return UNetVelocity(
             manifold.point_shape[0], base=config.unet_channels, channel_mults=config.unet_mults,
-            time_dim=config.time_dim, num_classes=num_classes,
+            time_dim=config.time_dim, time_max_freq=config.time_max_freq, num_classes=num_classes,
         )
     return MLPVelocity(
-        manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, activation=config.activation,
+        manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, time_max_freq=config.time_max_freq,
+        activation=config.activation,
         num_classes=num_classes,
     )
 

@@ -155,3 +155,21 @@ def test_cli_train_nll_sample_end_to_end(tmp_path):
     assert s.shape == (5, 3)
     assert main(["nll", str(tmp_path / "s.pt")]) == 2  # not a checkpoint: clear error, exit code 2
     assert main(["train", "no_such_dataset", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_time_max_freq_reaches_the_model_and_old_configs_keep_theirs():
+    """The embedding frequency is part of the config; configs saved before it existed mean 1000."""
+    from geoflow.nn.embedding import LEGACY_TIME_MAX_FREQ
+    from geoflow.train import TrainConfig, build_model
+    from manifolds import Sphere
+
+    cfg = TrainConfig(dataset="vmf_mixture", time_max_freq=20.0, hidden=8, depth=1)
+    model = build_model(cfg, Sphere(2))
+    assert model.time_embed.max_freq == 20.0
+    assert float(model.time_embed.freqs.max()) == pytest.approx(20.0)
+    old = cfg.to_dict()
+    del old["time_max_freq"]
+    assert TrainConfig.from_dict(old).time_max_freq == LEGACY_TIME_MAX_FREQ
+    assert TrainConfig.from_dict(cfg.to_dict()).time_max_freq == 20.0
+    with pytest.raises(ValueError, match="time_max_freq must be a finite number >= 1"):
+        TrainConfig(dataset="vmf_mixture", time_max_freq=float("nan"))
