@@ -11,6 +11,8 @@ distribution of the endpoints changes (Tong et al. 2023; Pooladian et al. 2023).
 * :class:`PairedCoupling`: x0 = y + sigma eps for inverse problems, with the image
   degradations :func:`downsample_upsample` and :func:`mask_half`.
 * :class:`ReflowCoupling`: rectified flow, x1 = the trained model's ODE endpoint of x0.
+* :class:`AlignmentCoupling`: point clouds: per pair Kabsch rotation and Hungarian permutation
+  within particle types (:func:`align`, :func:`kabsch`), then minibatch OT on the aligned cost.
 * :func:`path_energy`: path energy, normalised path energy and straightness of a flow.
 * :func:`sinkhorn`, :func:`exact_assignment`, :func:`pairwise_cost`: the OT building blocks.
 
@@ -21,6 +23,7 @@ Example::
     >>> sample = path.sample(x0, x1, t)  # doctest: +SKIP
 """
 
+from .alignment import Alignment, AlignmentCoupling, align, kabsch
 from .base import Coupling, IndependentCoupling
 from .metrics import PathEnergy, path_energy
 from .ot import OTCoupling, SinkhornResult, exact_assignment, pairwise_cost, sinkhorn
@@ -33,6 +36,10 @@ __all__ = [
     "OTCoupling",
     "PairedCoupling",
     "ReflowCoupling",
+    "AlignmentCoupling",
+    "Alignment",
+    "align",
+    "kabsch",
     "downsample_upsample",
     "mask_half",
     "path_energy",

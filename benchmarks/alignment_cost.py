@@ -1,0 +1,191 @@
+"""Cost of the alignment coupling (issue 6): Kabsch + Hungarian for every pair, then minibatch OT.
+
+For a batch of B base samples x0 (CoM-free standard Gaussian) and B data samples x1 (LJ clusters
+from ``geoflow.data.particles.sample_lj``, or a Gaussian cloud with ``--data gaussian``) it times
+
+* ``AlignmentCoupling(starts=s, n_iter=k)(x0, x1)`` for each ``--settings`` pair ``s,k``, split
+  into the pairwise alignment of the B^2 pairs and the OT assignment on the B x B aligned cost,
+  and reports the mean squared distance of the coupled pairs (the transport cost);
+* for comparison the same transport cost with the independent coupling (given pairs, centred),
+  with plain minibatch OT (``OTCoupling("exact")`` on the centred, flattened clouds), and with
+  that OT pairing followed by aligning only the B chosen pairs (``AlignmentCoupling(ot=False)``:
+  B instead of B^2 alignments);
+* a training-step proxy without an equivariant network: forward + backward + Adam step of a
+  plain MLP velocity field (4 layers of 256, SiLU) on the flattened clouds at batch B, with the
+  conditional flow-matching loss.  The lead combines the alignment time with the EGNN timing
+  separately; the proxy only gives a scale.
+
+The goal of the issue is an alignment cost of at most 50% of a training step on LJ55 at batch
+256.  The alignment work grows as B^2 (pairs) x starts+rounds (Hungarian problems of size n
+each), so small runs extrapolate: the script prints the time per pair.
+
+Usage (LJ55-sized, the issue's setting; minutes on one core):
+    python benchmarks/alignment_cost.py --batch 256 --particles 55 \
+        --json benchmarks/results/alignment_cost.json
+Small check:
+    python benchmarks/alignment_cost.py --batch 32 --particles 55 --data gaussian
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from geoflow.couplings import AlignmentCoupling, OTCoupling
+from geoflow.couplings._solve import assignment
+from geoflow.data.particles import sample_lj
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def centred(x):
+    return x - x.mean(-2, keepdim=True)
+
+
+def pair_cost(a, b):
+    return float((centred(a) - centred(b)).square().sum((-2, -1)).mean())
+
+
+def time_coupling(x0, x1, starts, n_iter, repeats):
+    coupling = AlignmentCoupling(starts=starts, n_iter=n_iter)
+    best = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        C, _, _ = coupling.pairwise(x0, x1)
+        t1 = time.perf_counter()
+        assignment(C)
+        t2 = time.perf_counter()
+        if best is None or t2 - t0 < best[0]:
+            best = (t2 - t0, t1 - t0, t2 - t1)
+    y0, y1 = coupling(x0, x1)  # the full call (pairwise + OT + applying the alignment)
+    return {
+        "starts": starts,
+        "n_iter": n_iter,
+        "ms_per_call": 1e3 * best[0],
+        "ms_pairwise": 1e3 * best[1],
+        "ms_ot": 1e3 * best[2],
+        "us_per_pair": 1e6 * best[1] / x0.shape[0] ** 2,
+        "transport_cost": pair_cost(y0, y1),
+    }
+
+
+def train_step_proxy(B, n, dim, repeats, seed=0):
+    """ms per forward + backward + Adam step of a plain MLP CFM on flattened clouds."""
+    g = torch.Generator().manual_seed(seed)
+    d = n * dim
+    net = torch.nn.Sequential(
+        torch.nn.Linear(d + 1, 256), torch.nn.SiLU(), torch.nn.Linear(256, 256), torch.nn.SiLU(),
+        torch.nn.Linear(256, 256), torch.nn.SiLU(), torch.nn.Linear(256, d),
+    )  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x0, x1 = torch.randn(B, d, generator=g), torch.randn(B, d, generator=g)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        t = torch.rand(B, 1, generator=g)
+        xt = (1 - t) * x0 + t * x1
+        loss = (net(torch.cat((xt, t), -1)) - (x1 - x0)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--particles", type=int, default=55)
+    p.add_argument("--data", choices=("mcmc", "gaussian"), default="mcmc")
+    p.add_argument("--burn-in", type=int, default=1000, help="MCMC burn-in for --data mcmc")
+    p.add_argument("--settings", default="1,0 2,2", help="space-separated 'starts,n_iter' pairs")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    B, n = args.batch, args.particles
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch threads {info['torch_threads']}, "
+          f"load {info['load_average_1_5_15min']}, torch {info['torch']}")  # fmt: skip
+    g = torch.Generator().manual_seed(args.seed)
+    x0 = centred(torch.randn(B, n, 3, generator=g))
+    t0 = time.perf_counter()
+    if args.data == "mcmc":
+        x1 = sample_lj(n, B, seed=args.seed, n_chains=B, burn_in=args.burn_in, thin=1)
+    else:
+        x1 = centred(0.7 * torch.randn(B, n, 3, generator=g))
+    print(f"data: {args.data} LJ{n}-sized clouds, batch {B} ({time.perf_counter() - t0:.1f} s to make)")
+    rows = []
+    for s in args.settings.split():
+        starts, n_iter = (int(v) for v in s.split(","))
+        r = time_coupling(x0, x1, starts, n_iter, args.repeats)
+        rows.append(r)
+        print(f"  alignment starts={starts} n_iter={n_iter}: {r['ms_per_call']:.0f} ms per call "
+              f"(pairwise {r['ms_pairwise']:.0f} ms = {r['us_per_pair']:.0f} us/pair, OT {r['ms_ot']:.1f} ms); "
+              f"transport cost {r['transport_cost']:.2f}")  # fmt: skip
+    indep = pair_cost(x0, x1)
+    t0 = time.perf_counter()
+    ot0, ot1 = OTCoupling("exact")(centred(x0).reshape(B, -1), centred(x1).reshape(B, -1))
+    t_ot = time.perf_counter() - t0
+    ot_cost = float((ot0 - ot1).square().sum(-1).mean())
+    # cheap alternative: OT on the unaligned cost, then align only the B chosen pairs
+    t0 = time.perf_counter()
+    y0, y1 = AlignmentCoupling(ot=False)(ot0.reshape(B, n, 3), ot1.reshape(B, n, 3))
+    t_pairs = time.perf_counter() - t0
+    ot_then_align = pair_cost(y0, y1)
+    print(f"  transport cost: independent {indep:.2f}, minibatch OT {ot_cost:.2f} ({1e3 * t_ot:.1f} ms), "
+          f"OT then align the B pairs {ot_then_align:.2f} ({1e3 * (t_ot + t_pairs):.0f} ms)")  # fmt: skip
+    step = train_step_proxy(B, n, 3, max(args.repeats, 3))
+    print(f"  training-step proxy (MLP 4x256 on flattened clouds, fwd+bwd+Adam, batch {B}): {step:.1f} ms")
+    for r in rows:
+        r["fraction_of_proxy_step"] = r["ms_per_call"] / (r["ms_per_call"] + step)
+        print(f"  starts={r['starts']} n_iter={r['n_iter']}: alignment / (alignment + proxy step) = "
+              f"{100 * r['fraction_of_proxy_step']:.0f}%")  # fmt: skip
+    if args.json is not None:
+        out = {
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "machine": info,
+            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "batch": B,
+            "particles": n,
+            "data": args.data,
+            "alignment": rows,
+            "transport_cost_independent": indep,
+            "transport_cost_ot": ot_cost,
+            "transport_cost_ot_then_align_pairs": ot_then_align,
+            "ms_ot_then_align_pairs": 1e3 * (t_ot + t_pairs),
+            "train_step_proxy_ms": step,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""AlignmentCoupling, align and kabsch against brute force and independent numpy references."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import geoflow.couplings as couplings
+from geoflow.couplings import AlignmentCoupling, align, kabsch
+
+F64 = torch.float64
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def random_rotation(D, g, *, proper=True):
+    Q, R = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=F64))
+    Q = Q * torch.sign(torch.diagonal(R))
+    if proper and torch.linalg.det(Q) < 0:
+        Q[:, 0] = -Q[:, 0]
+    if not proper and torch.linalg.det(Q) > 0:
+        Q[:, 0] = -Q[:, 0]
+    return Q
+
+
+def np_kabsch_cost(x, y, reflections):
+    """Independent reference: min over R of sum |R x_k - y_k|^2 for centred numpy clouds."""
+    H = x.T @ y
+    U, S, Vt = np.linalg.svd(H)
+    d = 1.0 if reflections else np.sign(np.linalg.det(Vt.T @ U.T))
+    R = Vt.T @ np.diag([1.0] * (x.shape[1] - 1) + [d]) @ U.T
+    return float(((x @ R.T - y) ** 2).sum())
+
+
+def brute_force_cost(x, y, types=None, reflections=False):
+    """min over within-type permutations (all n!) and rotations (exact Kabsch per permutation)."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    n = x.shape[0]
+    types = np.zeros(n, int) if types is None else np.asarray(types)
+    best = np.inf
+    for p in itertools.permutations(range(n)):
+        p = np.asarray(p)
+        if (types[p] != types).any():
+            continue
+        best = min(best, np_kabsch_cost(x[p], y, reflections))
+    return best
+
+
+def centred(x):
+    return x - x.mean(-2, keepdim=True)
+
+
+def test_public_names():
+    for name in ("AlignmentCoupling", "Alignment", "align", "kabsch"):
+        assert name in couplings.__all__
+        assert getattr(couplings, name) is not None
+
+
+@pytest.mark.parametrize("D", [2, 3, 4])
+def test_kabsch_recovers_rotation_exactly(D):
+    g = gen(1)
+    x = centred(torch.randn(5, 7, D, generator=g, dtype=F64))
+    R_true = torch.stack([random_rotation(D, g) for _ in range(5)])
+    y = x @ R_true.mT
+    R = kabsch(x, y)
+    torch.testing.assert_close(R, R_true, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(5, dtype=F64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("D", [2, 3])
+def test_kabsch_never_reflects_unless_allowed(D):
+    g = gen(2)
+    x = centred(torch.randn(16, 6, D, generator=g, dtype=F64))
+    F = torch.stack([random_rotation(D, g, proper=False) for _ in range(16)])
+    y = x @ F.mT  # mirror images: the best orthogonal map is the reflection F
+    R = kabsch(x, y)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(16, dtype=F64), atol=1e-12)
+    cost = ((x @ R.mT - y) ** 2).sum((-2, -1))
+    assert (cost > 1e-3).all()
+    ref = torch.tensor([np_kabsch_cost(a.numpy(), b.numpy(), False) for a, b in zip(x, y)], dtype=F64)
+    torch.testing.assert_close(cost, ref, atol=1e-10, rtol=1e-10)
+    R2 = kabsch(x, y, reflections=True)
+    torch.testing.assert_close(R2, F, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("D", [2, 3])
+@pytest.mark.parametrize("reflections", [False, True])
+def test_kabsch_optimal_against_numpy(D, reflections):
+    g = gen(3)
+    x = centred(torch.randn(32, 5, D, generator=g, dtype=F64))
+    y = centred(torch.randn(32, 5, D, generator=g, dtype=F64))
+    R = kabsch(x, y, reflections=reflections)
+    cost = ((x @ R.mT - y) ** 2).sum((-2, -1))
+    ref = torch.tensor([np_kabsch_cost(a.numpy(), b.numpy(), reflections) for a, b in zip(x, y)], dtype=F64)
+    torch.testing.assert_close(cost, ref, atol=1e-10, rtol=1e-10)
+    # align with one particle type per particle (no permutation) reports the same cost
+    res = align(x, y, types=list(range(5)), reflections=reflections)
+    torch.testing.assert_close(res.cost, ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("n, D", [(4, 2), (13, 3), (55, 3)])
+def test_recovers_rotated_permuted_copy(n, D):
+    g = gen(4)
+    P = 6
+    x = torch.randn(P, n, D, generator=g, dtype=F64)
+    R_true = torch.stack([random_rotation(D, g) for _ in range(P)])
+    perm_true = torch.stack([torch.randperm(n, generator=g) for _ in range(P)])
+    shift = torch.randn(P, 1, D, generator=g, dtype=F64)
+    y = torch.gather(x, 1, perm_true[..., None].expand_as(x)) @ R_true.mT + shift
+    res = align(x, y, starts=1, n_iter=0)
+    assert float(res.cost.max()) < 1e-18 * n or float(res.cost.max()) < 1e-9
+    assert torch.equal(res.perm, perm_true)
+    torch.testing.assert_close(res.x, centred(y), atol=1e-10, rtol=0)
+
+
+def test_types_respected():
+    g = gen(5)
+    types = torch.tensor([0, 1, 1, 2, 0, 1, 2, 2, 0, 1, 1, 0, 2])
+    x0 = torch.randn(12, 13, 3, generator=g, dtype=F64)
+    x1 = torch.randn(12, 13, 3, generator=g, dtype=F64)
+    coupling = AlignmentCoupling(types)
+    C, perms, rots = coupling.pairwise(x0, x1)
+    assert (types[perms] == types).all()
+    # a swap across types would lower the cost: the untyped alignment must be strictly better somewhere
+    C_free, perms_free, _ = AlignmentCoupling().pairwise(x0, x1)
+    assert (types[perms_free] != types).any()
+    # string labels give the same result; exhaustive path (4 particles, 2 types) too
+    names = ["C" if int(t) == 0 else ("H" if int(t) == 1 else "O") for t in types]
+    C2, perms2, _ = AlignmentCoupling(names).pairwise(x0, x1)
+    torch.testing.assert_close(C2, C)
+    t4 = [0, 1, 0, 1]
+    res = align(x0[:, :4], x1[:, :4], t4)
+    assert (torch.tensor(t4)[res.perm] == torch.tensor(t4)).all()
+    ref = [brute_force_cost(a.numpy(), b.numpy(), t4) for a, b in zip(x0[:, :4], x1[:, :4])]
+    torch.testing.assert_close(res.cost, torch.tensor(ref, dtype=F64), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("n, D", [(13, 3), (6, 2), (30, 3)])
+def test_aligned_cost_below_unaligned(n, D):
+    g = gen(6)
+    x0 = torch.randn(64, n, D, generator=g, dtype=F64)
+    x1 = 0.7 * torch.randn(64, n, D, generator=g, dtype=F64) + 3.0
+    res = align(x0, x1, starts=1, n_iter=0)
+    unaligned = ((centred(x0) - centred(x1)) ** 2).sum((-2, -1))
+    assert (res.cost <= unaligned + 1e-10).all()
+    assert float(res.cost.mean()) < 0.8 * float(unaligned.mean())
+    # the reported cost is the cost of the returned cloud, and more effort never hurts
+    torch.testing.assert_close(((res.x - centred(x1)) ** 2).sum((-2, -1)), res.cost)
+    assert (align(x0, x1).cost <= res.cost + 1e-10).all()
+
+
+@pytest.mark.parametrize("D", [2, 3])
+@pytest.mark.parametrize("reflections", [False, True])
+def test_n4_equals_brute_force(D, reflections):
+    g = gen(7)
+    x0 = torch.randn(20, 4, D, generator=g, dtype=F64)
+    x1 = torch.randn(20, 4, D, generator=g, dtype=F64) + 1.0
+    ref = torch.tensor(
+        [brute_force_cost(a.numpy(), b.numpy(), reflections=reflections) for a, b in zip(x0, x1)], dtype=F64
+    )
+    exact = align(x0, x1, reflections=reflections)  # 4! = 24 permutations: enumerated
+    torch.testing.assert_close(exact.cost, ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(((exact.x - centred(x1)) ** 2).sum((-2, -1)), ref, atol=1e-10, rtol=1e-10)
+    assert (torch.linalg.det(exact.rotation) > 0).all() or reflections
+    # the heuristic (forced by max_exhaustive=1) is a local search: never below the optimum
+    # (its cost is that of a real alignment), at it on most of these small problems
+    heur = align(x0, x1, reflections=reflections, max_exhaustive=1, starts=8, n_iter=20)
+    assert (heur.cost >= ref - 1e-10).all()
+    assert int(((heur.cost - ref).abs() < 1e-9).sum()) >= 16
+
+
+def test_reflections_option_on_mirror_images():
+    g = gen(8)
+    x0 = torch.randn(5, 9, 3, generator=g, dtype=F64)
+    F = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=F64))
+    perm = torch.randperm(9, generator=g)
+    x1 = x0[:, perm] @ F.T
+    assert float(align(x0, x1, reflections=True).cost.max()) < 1e-9
+    proper = align(x0, x1)
+    assert float(proper.cost.min()) > 1e-3  # a chiral cloud cannot be rotated onto its mirror image
+    assert torch.allclose(torch.linalg.det(proper.rotation), torch.ones(5, dtype=F64))
+
+
+def test_batch_ot_picks_optimal_pairing_brute_force():
+    g = gen(9)
+    B = 4
+    x0 = torch.randn(B, 4, 2, generator=g, dtype=F64)
+    x1 = 0.5 * torch.randn(B, 4, 2, generator=g, dtype=F64) + 2.0
+    C_ref = np.array([[brute_force_cost(x0[i].numpy(), x1[j].numpy()) for j in range(B)] for i in range(B)])
+    best = min(sum(C_ref[p[j], j] for j in range(B)) for p in itertools.permutations(range(B)))
+    coupling = AlignmentCoupling()
+    y0, y1 = coupling(x0, x1)
+    np.testing.assert_allclose(coupling.last_cost.numpy(), C_ref, atol=1e-10)
+    per_pair = ((y0 - y1) ** 2).sum((-2, -1))
+    assert abs(float(per_pair.sum()) - best) < 1e-9
+    src = coupling.last_index
+    assert sorted(src.tolist()) == list(range(B))
+    np.testing.assert_allclose(per_pair.numpy(), C_ref[src.numpy(), np.arange(B)], atol=1e-10)
+    torch.testing.assert_close(y1, centred(x1))
+    # each returned x0 is a rotated, permuted copy of its (centred) source: same pair distances
+    torch.testing.assert_close(
+        torch.cdist(y0, y0).flatten(1).sort(-1).values, torch.cdist(x0[src], x0[src]).flatten(1).sort(-1).values
+    )
+
+
+def test_ot_on_rotated_permuted_copies_is_exact():
+    g = gen(10)
+    B, n = 8, 13
+    x0 = torch.randn(B, n, 3, generator=g, dtype=F64)
+    pi = torch.randperm(B, generator=g)
+    R = torch.stack([random_rotation(3, g) for _ in range(B)])
+    perm = torch.stack([torch.randperm(n, generator=g) for _ in range(B)])
+    x1 = torch.gather(x0[pi], 1, perm[..., None].expand(B, n, 3)) @ R.mT + 5.0
+    coupling = AlignmentCoupling()
+    y0, y1, cond = coupling(x0, x1, torch.arange(B))
+    assert torch.equal(coupling.last_index, pi)
+    torch.testing.assert_close(y0, y1, atol=1e-10, rtol=0)
+    assert torch.equal(cond, torch.arange(B))
+
+
+def test_without_ot_keeps_pairs_and_float32():
+    g = gen(11)
+    x0 = torch.randn(10, 13, 3, generator=g)
+    x1 = torch.randn(10, 13, 3, generator=g)
+    y0, y1 = AlignmentCoupling(ot=False)(x0, x1)
+    assert y0.dtype == torch.float32 and y0.shape == x0.shape
+    ref = align(x0.double(), x1.double(), starts=2, n_iter=2)
+    torch.testing.assert_close(y0.double(), ref.x, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(y0.mean(1), torch.zeros(10, 3), atol=1e-5)
+    # gradients reach x0 through the (fixed) rotation and permutation
+    x0g = x0.clone().requires_grad_(True)
+    AlignmentCoupling(ot=False)(x0g, x1)[0].square().sum().backward()
+    assert torch.isfinite(x0g.grad).all() and x0g.grad.abs().sum() > 0
+
+
+def test_bad_inputs():
+    x = torch.randn(4, 5, 3)
+    c = AlignmentCoupling()
+    with pytest.raises(ValueError, match="x0"):
+        c(torch.randn(4, 6, 3), x)
+    with pytest.raises(ValueError, match="x0"):
+        c(torch.randn(4, 15), x)
+    with pytest.raises(ValueError, match="x0"):
+        c(torch.randn(3, 5, 3), x)
+    with pytest.raises(ValueError, match="types"):
+        AlignmentCoupling([0, 1, 0])(x, x)
+    with pytest.raises(ValueError, match="types"):
+        AlignmentCoupling(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="types"):
+        AlignmentCoupling([[0, 1]])
+    with pytest.raises(ValueError, match="types"):
+        align(x, x, types=[0, 1])
+    with pytest.raises(TypeError, match="reflections"):
+        AlignmentCoupling(reflections=1)
+    with pytest.raises(ValueError, match="n_iter"):
+        AlignmentCoupling(n_iter=-1)
+    with pytest.raises(ValueError, match="cond"):
+        c(x, x, torch.zeros(3))
+    with pytest.raises(ValueError, match="x1"):
+        c(x, torch.full((4, 5, 3), float("nan")))
+    with pytest.raises(ValueError, match="x"):
+        kabsch(torch.randn(4, 5, 3), torch.randn(4, 5, 2))
