@@ -139,8 +139,16 @@ class Sphere(Manifold, geoopt.Sphere):
     def geodesic_and_velocity(self, x0, x1, t):
         """Closed form: with u = log_{x0}(x1), theta = |u|, a = t theta,
         gamma = cos(a) x0 + t sinc(a) u and gamma' = -theta sin(a) x0 + cos(a) u."""
-        u = self.logmap(x0, x1)
-        theta = norm_safe(u, keepdim=True)
+        # The log map inlined: theta = atan2(|w|, c) comes with it, no second norm of u.
+        c = dot(x0, x1, keepdim=True)
+        w = torch.addcmul(x1, c, x0, value=-1)  # x1 - <x0, x1> x0
+        s = norm_safe(w, keepdim=True)
+        if _any((c < 0) & (s < 1e-2)):  # near-antipodal rows: the log map's fallback
+            u = self.logmap(x0, x1)
+            theta = norm_safe(u, keepdim=True)
+        else:
+            u = atan2_over(s, c) * w
+            theta = torch.atan2(s, c)
         t = self._expand_t(t, x0)
         a = t * theta
         ca = torch.cos(a)
