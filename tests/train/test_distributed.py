@@ -23,6 +23,7 @@ import torch
 
 import geoflow.train.distributed as distributed
 from geoflow.train import DistInfo, Trainer, TrainConfig, init_distributed, load_checkpoint
+from ._state import assert_states_equal
 
 STEPS, EVAL_EVERY, CRASH_AT = 20, 5, 7
 _ARGS = ["train", "vmf_mixture", "--n-samples", "300", "--steps", str(STEPS), "--batch-size", "32", "--hidden", "32",
@@ -155,34 +156,9 @@ def test_killed_two_process_run_resumes_bit_for_bit(runs):
     assert "resumed from" in runs["rerun_output"] and f"at step {runs['crashed_at']}" in runs["rerun_output"]
     ref, got = runs["two"]["state"], runs["resumed"]["state"]
     for key in ("model", "ema", "optimizer", "lr_scheduler", "rng", "rng_ranks"):
-        a, b = _flatten(ref[key]), _flatten(got[key])
-        assert a.keys() == b.keys(), key
-        for k in a:
-            if isinstance(a[k], torch.Tensor):
-                assert torch.equal(a[k], b[k]), f"{key}.{k} differs"
-            else:
-                assert _same(a[k], b[k]), f"{key}.{k} differs"
+        assert_states_equal(ref[key], got[key], key)
     assert ref["history"] == got["history"]
     assert runs["two"]["metrics"] == runs["resumed"]["metrics"]
-
-
-def _flatten(obj, prefix=""):
-    out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}{i}."))
-    else:
-        out[prefix.rstrip(".")] = obj
-    return out
-
-
-def _same(a, b) -> bool:
-    import numpy as np
-
-    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else a == b
 
 
 # ------------------------------------------------------------ in-process checks (no process group)

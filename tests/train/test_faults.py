@@ -21,12 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from geoflow.train import Trainer, TrainConfig, TrainingDiverged, load_checkpoint
 from geoflow.train import checkpoint as checkpoint_module
+from ._state import assert_states_equal
 
 STEPS, EVAL_EVERY = 80, 10
 _ARGS = ["train", "vmf_mixture", "--n-samples", "200", "--steps", str(STEPS), "--batch-size", "16", "--hidden", "16",
@@ -121,40 +121,13 @@ def runs(tmp_path_factory):
     return results
 
 
-def _tensors(sd, prefix=""):
-    """Flatten nested state dicts / lists into {name: tensor-or-value}."""
-    out = {}
-    if isinstance(sd, dict):
-        for k, v in sd.items():
-            out.update(_tensors(v, f"{prefix}{k}."))
-    elif isinstance(sd, (list, tuple)):
-        for i, v in enumerate(sd):
-            out.update(_tensors(v, f"{prefix}{i}."))
-    else:
-        out[prefix.rstrip(".")] = sd
-    return out
-
-
-def _assert_bitwise_equal(a, b, what):
-    fa, fb = _tensors(a), _tensors(b)
-    assert fa.keys() == fb.keys(), what
-    for k in fa:
-        x, y = fa[k], fb[k]
-        if isinstance(x, torch.Tensor):
-            assert x.dtype == y.dtype and torch.equal(x, y), f"{what}: {k} differs"
-        elif isinstance(x, np.ndarray):
-            assert np.array_equal(x, y), f"{what}: {k} differs"
-        else:
-            assert x == y, f"{what}: {k}: {x!r} != {y!r}"
-
-
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 def test_killed_run_resumes_to_the_same_parameters(runs, sig):
     ref, got = runs["reference"]["state"], runs[sig]["state"]
     assert got["step"] == ref["step"] == STEPS
     for key in ("model", "ema", "optimizer", "lr_scheduler"):
-        _assert_bitwise_equal(ref[key], got[key], f"{sig}: {key}")
-    _assert_bitwise_equal(ref["rng"], got["rng"], f"{sig}: rng")
+        assert_states_equal(ref[key], got[key], f"{sig}: {key}")
+    assert_states_equal(ref["rng"], got["rng"], f"{sig}: rng")
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
