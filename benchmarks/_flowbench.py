@@ -42,6 +42,7 @@ not curvature (seen on moons and on S^2).  Hence also
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import platform
@@ -81,6 +82,15 @@ def header(threads: int, seed: int) -> dict:
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                      "geoflow": getattr(geoflow, "__version__", "dev")},
     }  # fmt: skip
+
+
+def write_json(path, results: dict) -> None:
+    """Write ``results`` to ``path`` (folders created) and say so."""
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
 
 
 def set_threads(threads: int) -> None:

@@ -39,7 +39,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -160,9 +159,7 @@ def main(argv=None):
     res["total_seconds"] = time.perf_counter() - t0
     print(f"# total {res['total_seconds']:.0f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+        fb.write_json(args.json, res)
 
 
 if __name__ == "__main__":

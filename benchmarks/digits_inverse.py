@@ -37,7 +37,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -238,9 +237,7 @@ def main(argv=None):
         write_png(args.png, examples, args.k)
         print(f"wrote {args.png}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+        fb.write_json(args.json, res)
 
 
 if __name__ == "__main__":
