@@ -37,7 +37,8 @@ PUBLISHED = {
 
 #: Training settings per dataset (each run fits in 15 minutes on the 2-core CPU).
 SETTINGS = {
-    ds: ["--steps", "8000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3"]
+    ds: ["--steps", "8000", "--batch-size", "256", "--hidden", "512", "--depth", "5", "--lr", "1e-3",
+         "--time-max-freq", "10"]
     for ds in ("volcano", "earthquake", "flood", "fire", "rna")
 }
 COMMON = ["--eval-every", "1000", "--nll-steps", "30", "--quiet", "--no-plot"]

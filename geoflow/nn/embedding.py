@@ -11,8 +11,9 @@ from manifolds import FlatTorus, Manifold, Product
 
 __all__ = ["SinusoidalTimeEmbedding", "ManifoldFeatures", "DEFAULT_TIME_MAX_FREQ", "LEGACY_TIME_MAX_FREQ"]
 
-#: Highest angular frequency of the time embedding used by geoflow's networks by default.
-DEFAULT_TIME_MAX_FREQ = 1000.0
+#: Highest angular frequency of the time embedding used by geoflow's networks by default
+#: (10: smooth enough in t for a few-step ODE solve; see SinusoidalTimeEmbedding).
+DEFAULT_TIME_MAX_FREQ = 10.0
 #: The value of checkpoints written before the frequency was configurable.
 LEGACY_TIME_MAX_FREQ = 1000.0
 
