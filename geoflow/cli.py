@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
+    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn"], default=None,
+                   help="pairing of noise and data: independent (default), exact minibatch OT, or Sinkhorn OT "
+                        "(squared geodesic cost on manifolds; within labels on labelled data)")
+    t.add_argument("--ot-reg", type=float, default=None, help=f"Sinkhorn regularisation of --coupling ot-sinkhorn ({dflt('ot_reg')})")
     t.add_argument("--scheduler", choices=["condot", "cosine"], default=None, help="kappa_t (or alpha_t, sigma_t) schedule")
     t.add_argument("--eval-every", type=_positive_int, default=None, help=f"steps between validations ({dflt('eval_every')})")
     t.add_argument("--val-points", type=int, default=None, help="validation points per evaluation (0: all)")
@@ -253,7 +257,7 @@ def _train(args, dist) -> int:
         depth=args.depth, scheduler=args.scheduler, eval_every=args.eval_every, val_points=args.val_points,
         nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
-        time_max_freq=args.time_max_freq,
+        time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

@@ -15,6 +15,7 @@ _SCHEDULERS = ("condot", "cosine")
 _METHODS = ("euler", "midpoint", "rk4")
 _MODELS = ("auto", "mlp", "unet")
 _PATHS = ("auto", "geodesic", "affine")
+_COUPLINGS = ("independent", "ot", "ot-sinkhorn")
 
 #: Per-dataset defaults that differ from the class defaults (used by :meth:`TrainConfig.for_dataset`
 #: and the command line): the digits U-Net trains in minutes on a laptop CPU with these.
@@ -60,6 +61,12 @@ class TrainConfig:
             p(x) for classifier-free guidance (default 0.1).
         unet_channels, unet_mults: channels of the U-Net's first level and the multiplier of
             each level.
+        coupling: how base samples are paired with the data batch: "independent" (default,
+            plain (R)CFM), "ot" (exact minibatch OT, :class:`geoflow.couplings.OTCoupling`
+            ``"exact"``) or "ot-sinkhorn" (entropic OT, pairs drawn from the plan).  The cost
+            is the squared geodesic distance on a manifold; on labelled datasets pairs stay
+            within a label.  Several processes: each solves OT on its own share of the batch.
+        ot_reg: Sinkhorn regularisation of "ot-sinkhorn", relative to the cost scale.
     """
 
     dataset: str = "volcano"
@@ -90,6 +97,8 @@ class TrainConfig:
     cond_drop: float = 0.1
     unet_channels: int = 32
     unet_mults: tuple = (1, 2)
+    coupling: str = "independent"
+    ot_reg: float = 0.05
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels"):
@@ -124,6 +133,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.path must be one of {_PATHS}, got {self.path!r}")
         if isinstance(self.cond_drop, bool) or not isinstance(self.cond_drop, (int, float)) or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"TrainConfig.cond_drop must lie in [0, 1], got {self.cond_drop!r}")
+        if self.coupling not in _COUPLINGS:
+            raise ValueError(f"TrainConfig.coupling must be one of {_COUPLINGS}, got {self.coupling!r}")
+        if not (isinstance(self.ot_reg, (int, float)) and math.isfinite(self.ot_reg) and self.ot_reg > 0):
+            raise ValueError(f"TrainConfig.ot_reg must be a finite number > 0, got {self.ot_reg!r}")
         mults = self.unet_mults
         if not isinstance(mults, (tuple, list)) or not mults or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults

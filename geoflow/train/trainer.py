@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from manifolds import Euclidean
 
+from ..couplings import OTCoupling
 from ..losses import cfm_loss, rcfm_loss
 from ..nn import EMA, MLPVelocity, UNetVelocity
 from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath
@@ -147,12 +148,26 @@ class Trainer:
         #: Validation metric: "nll" (geodesic paths) or "loss" (the CFM loss, affine paths).
         self.val_metric = "loss" if self.path_kind == "affine" else "nll"
         self.gen = torch.Generator().manual_seed(config.seed + 1)
+        #: The coupling's own stream (Sinkhorn pair draws), one per process.
+        self.coupling_gen = torch.Generator().manual_seed(_rank_seed(config.seed + 2, dist.rank, 0))
+        self.coupling = self._build_coupling()
         self.step = 0
         self.best_val = math.inf
         self.history: list[dict] = []
         self.running_loss: float | None = None  # exponential moving average of the training loss
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
+
+    def _build_coupling(self):
+        cfg = self.config
+        if cfg.coupling == "independent":
+            return None
+        method = "exact" if cfg.coupling == "ot" else "sinkhorn"
+        flat = isinstance(self.manifold, Euclidean)
+        return OTCoupling(
+            method, reg=cfg.ot_reg, manifold=None if flat else self.manifold, by_label=self.conditional,
+            sampling="conditional", generator=self.coupling_gen,
+        )
 
     # ------------------------------------------------------------ checkpoint
     def rng_state(self) -> dict:
@@ -162,6 +177,7 @@ class Trainer:
             "data": self.gen.get_state(),
             "numpy": np.random.get_state(),
             "python": random.getstate(),
+            "coupling": self.coupling_gen.get_state(),
         }
 
     def state_dict(self, *, rng_ranks: list[dict] | None = None) -> dict:
@@ -223,6 +239,8 @@ class Trainer:
         self.gen.set_state(state["rng"]["data"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
+        if "coupling" in rng:
+            self.coupling_gen.set_state(rng["coupling"])
         if not same_world and rank > 0:
             torch.manual_seed(_rank_seed(self.config.seed, rank, self.step))
 
@@ -252,13 +270,19 @@ class Trainer:
         x1 = train[idx]
         x0 = m.random_base(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
         t = torch.rand(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
-        cond = None
+        cond = labels = None
         if self.conditional:
-            cond = self.model.drop_cond(self.data.labels["train"][idx], cfg.cond_drop, generator=self.gen)
+            labels = self.data.labels["train"][idx]
+            cond = self.model.drop_cond(labels, cfg.cond_drop, generator=self.gen)
         if dist.world_size > 1:  # ... of which this process keeps rows [rank * b, (rank + 1) * b)
             share = slice(dist.rank * self.local_batch, (dist.rank + 1) * self.local_batch)
             x1, x0, t = x1[share], x0[share], t[share]
             cond = cond[share] if cond is not None else None
+            labels = labels[share] if labels is not None else None
+        if self.coupling is not None:
+            # Re-pair this process's share: x1 (and so its labels and dropped labels) stay in
+            # place and x0 is re-ordered (exact) or redrawn from the plan (Sinkhorn, by x1).
+            x0 = self.coupling(x0, x1, labels)[0] if labels is not None else self.coupling(x0, x1)[0]
         if self.device.type != "cpu":
             x1, x0, t = x1.to(self.device), x0.to(self.device), t.to(self.device)
             cond = cond.to(self.device) if cond is not None else None
