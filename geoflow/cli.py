@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"highest frequency of the sinusoidal time embedding ({dflt('time_max_freq')})")
     t.add_argument("--hidden", type=_positive_int, default=None, help=f"MLP width ({dflt('hidden')})")
     t.add_argument("--depth", type=_positive_int, default=None, help=f"MLP hidden layers ({dflt('depth')})")
-    t.add_argument("--model", choices=["auto", "mlp", "unet"], default=None,
-                   help="velocity network (default auto: U-Net for image datasets, MLP otherwise)")
+    t.add_argument("--model", choices=["auto", "mlp", "unet", "egnn", "tfn"], default=None,
+                   help="velocity network (default auto: U-Net for image datasets, EGNN for particle systems, MLP otherwise)")
     t.add_argument("--unet-channels", type=_positive_int, default=None, help=f"U-Net base channels ({dflt('unet_channels')})")
     t.add_argument("--path", choices=["auto", "geodesic", "affine"], default=None,
                    help="probability path (default auto: affine Gaussian path + CFM loss on flat space, geodesic + RCFM "
@@ -92,10 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
-    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn"], default=None,
-                   help="pairing of noise and data: independent (default), exact minibatch OT, or Sinkhorn OT "
-                        "(squared geodesic cost on manifolds; within labels on labelled data)")
+    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn", "alignment"], default=None,
+                   help="pairing of noise and data: independent (default), exact minibatch OT, Sinkhorn OT "
+                        "(squared geodesic cost on manifolds; within labels on labelled data), or alignment "
+                        "(particles: best rotation/reflection and permutation per pair, then OT)")
     t.add_argument("--ot-reg", type=float, default=None, help=f"Sinkhorn regularisation of --coupling ot-sinkhorn ({dflt('ot_reg')})")
+    t.add_argument("--nll-divergence", choices=["auto", "exact", "hutchinson"], default=None,
+                   help="divergence of likelihoods (auto: exact up to 64 dimensions, Hutchinson above)")
+    t.add_argument("--test-points", type=int, default=None,
+                   help=f"test points for the final NLL, a seeded subset ({dflt('test_points')}; 0: all)")
+    t.add_argument("--ess-samples", type=int, default=None,
+                   help=f"particle datasets: model samples for the effective sample size ({dflt('ess_samples')}; 0: skip)")
     t.add_argument("--scheduler", choices=["condot", "cosine"], default=None, help="kappa_t (or alpha_t, sigma_t) schedule")
     t.add_argument("--eval-every", type=_positive_int, default=None, help=f"steps between validations ({dflt('eval_every')})")
     t.add_argument("--val-points", type=int, default=None, help="validation points per evaluation (0: all)")
@@ -215,14 +222,25 @@ def _plot_images(model, config, data, out, *, n_per_label=10, label=None, guidan
 
 
 def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
-    from manifolds import FlatTorus, Sphere
+    from manifolds import CoMFree, Euclidean, FlatTorus, Sphere
 
-    from .plotting import plot_sphere_density, plot_torus_pairs
+    from .plotting import plot_particles, plot_plane, plot_sphere_density, plot_torus_pairs
     from .solvers import log_likelihood, sample
 
     if _is_image(data):
         return _plot_images(model, config, data, out, steps=max(steps, 20))
     m = data.manifold
+    if isinstance(m, CoMFree):
+        g = torch.Generator().manual_seed(0)
+        x0 = m.random_base(min(n, 2000), generator=g)
+        with torch.no_grad():
+            xs = sample(model, x0, m, steps=steps)
+        return plot_particles(xs, data.test, out, energy=data.energy, title=config.dataset)
+    if isinstance(m, Euclidean) and m.point_shape == (2,):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            xs = sample(model, m.random_base(n, generator=g), m, steps=steps)
+        return plot_plane(xs, torch.cat([data.train, data.val, data.test]), out, title=config.dataset)
     if isinstance(m, Sphere) and m.n == 2:
         fn = lambda x: torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in x.split(2048)])  # noqa: E731
         return plot_sphere_density(fn, torch.cat([data.train, data.val, data.test]), out, n_lat=grid, n_lon=2 * grid, title=f"{config.dataset}: model density")
@@ -233,7 +251,7 @@ def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
             xs = sample(model, x0, m, steps=steps)
         names = data.meta.get("columns") if isinstance(data.meta, dict) else None
         return plot_torus_pairs(xs, torch.cat([data.train, data.val, data.test]), out, names=names)
-    raise ValueError(f"plot supports Sphere(2), FlatTorus and image datasets, not {m!r}")
+    raise ValueError(f"plot supports Sphere(2), FlatTorus, R^2, particle and image datasets, not {m!r}")
 
 
 def main(argv=None) -> int:
@@ -258,6 +276,7 @@ def _train(args, dist) -> int:
         nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
+        nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

@@ -1,4 +1,5 @@
-"""Plots people would rather look at than read: densities on S^2 and pairs of angles on tori."""
+"""Plots people would rather look at than read: densities on S^2, pairs of angles on tori, 2-D
+samples, image grids, and particle systems (energy and distance histograms, configurations)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["plot_sphere_density", "plot_torus_pairs", "plot_image_grid", "latlon_to_sphere"]
+__all__ = [
+    "plot_sphere_density",
+    "plot_torus_pairs",
+    "plot_image_grid",
+    "plot_plane",
+    "plot_particles",
+    "latlon_to_sphere",
+]
 
 
 def latlon_to_sphere(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
@@ -125,3 +133,98 @@ def plot_image_grid(images: torch.Tensor, path, *, ncol: int, row_labels=None, t
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_plane(samples: torch.Tensor, data: torch.Tensor, path, *, bins: int = 100, title: str = ""):
+    """2-D histograms of model samples and data side by side on a common square range; writes ``path`` (PNG).
+
+    Shapes: samples ``(n, 2)``, data ``(m, 2)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, x in (("samples", samples), ("data", data)):
+        if x.dim() != 2 or x.shape[-1] != 2:
+            raise ValueError(f"`{name}` must have shape (n, 2), got {tuple(x.shape)}")
+    lim = float(torch.quantile(data.abs().max(-1).values.double(), 0.995)) * 1.15
+    rng = [[-lim, lim], [-lim, lim]]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    for ax, (pts, label) in zip(axes, [(samples, "model samples"), (data, "data")]):
+        pts = pts.detach().cpu()
+        ax.hist2d(pts[:, 0].numpy(), pts[:, 1].numpy(), bins=bins, range=rng, cmap="magma", density=True)
+        ax.set_title(f"{title + ': ' if title else ''}{label} ({pts.shape[0]})", fontsize=9)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_particles(samples: torch.Tensor, data: torch.Tensor, path, *, energy=None, n_configs: int = 3,
+                   title: str = "", weights=None):
+    """Particle systems: energy histogram (samples, reweighted samples, data), pair-distance
+    histogram, and a few sampled configurations (first two coordinates); writes ``path`` (PNG).
+
+    Args:
+        samples, data: configurations ``(n, n_particles, dim)``.
+        energy: callable E(x) -> (n,) (omitted: no energy panel).
+        weights: importance weights of ``samples`` (an extra, reweighted energy histogram).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, x in (("samples", samples), ("data", data)):
+        if x.dim() != 3:
+            raise ValueError(f"`{name}` must have shape (n, n_particles, dim), got {tuple(x.shape)}")
+    samples, data = samples.detach().cpu().double(), data.detach().cpu().double()
+    panels = (1 if energy is not None else 0) + 1 + n_configs
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.4), squeeze=False)
+    axes = list(axes[0])
+    if energy is not None:
+        ax = axes.pop(0)
+        e_s, e_d = energy(samples), energy(data)
+        lo, hi = torch.quantile(e_d, 0.001).item(), torch.quantile(e_d, 0.999).item()
+        pad = 0.25 * (hi - lo)
+        bins = torch.linspace(lo - pad, hi + pad, 60).numpy()
+        ax.hist(e_d.numpy(), bins=bins, density=True, alpha=0.5, label="data")
+        ax.hist(e_s[torch.isfinite(e_s)].numpy(), bins=bins, density=True, histtype="step", lw=1.5, label="samples")
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64)
+            ok = torch.isfinite(e_s) & torch.isfinite(w)
+            ax.hist(e_s[ok].numpy(), bins=bins, weights=w[ok].numpy(), density=True, histtype="step", lw=1.5,
+                    ls="--", label="reweighted")
+        ax.set_xlabel("energy (k_B T)")
+        ax.legend(fontsize=8)
+        ax.set_title(f"{title + ': ' if title else ''}energy", fontsize=9)
+    ax = axes.pop(0)
+    iu = torch.triu_indices(samples.shape[1], samples.shape[1], 1)
+    d_s = torch.cdist(samples, samples)[:, iu[0], iu[1]].reshape(-1)
+    d_d = torch.cdist(data, data)[:, iu[0], iu[1]].reshape(-1)
+    bins = torch.linspace(0, float(torch.quantile(d_d[: 10 ** 6], 0.999)) * 1.2, 80).numpy()
+    ax.hist(d_d.numpy(), bins=bins, density=True, alpha=0.5, label="data")
+    ax.hist(d_s.numpy(), bins=bins, density=True, histtype="step", lw=1.5, label="samples")
+    ax.set_xlabel("pair distance")
+    ax.legend(fontsize=8)
+    ax.set_title("interparticle distances", fontsize=9)
+    lim = float(data.abs().max()) * 1.1
+    for k, ax in enumerate(axes):
+        c = samples[k]
+        ax.scatter(c[:, 0].numpy(), c[:, 1].numpy(), c=range(c.shape[0]), cmap="tab20", s=60, edgecolors="k")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(f"sample {k} (x, y)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -36,7 +36,8 @@ from geoflow.losses import cfm_loss, rcfm_loss
 from geoflow.nn import MLPVelocity
 from geoflow.paths import AffinePath, CondOTScheduler, GeodesicPath, PathSample, PolynomialScheduler, VPScheduler
 from geoflow.solvers import log_likelihood, sample
-from geoflow.train import Trainer, TrainConfig, load_checkpoint
+from geoflow.train import Trainer, TrainConfig, build_model, load_checkpoint
+from geoflow.train.distributed import DistInfo
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -133,6 +134,24 @@ _LATLON = "lat,lon\n" + "".join(f"{i},{2 * i}\n" for i in range(12))
 _RNA_ROW = "1ABC\tA\t10\t20\t30\t40\t50\t60\t70\n"
 _TRAIN = ["train", "vmf_mixture", "--n-samples", "100", "--steps", "2", "--batch-size", "8", "--hidden", "8",
           "--depth", "1", "--eval-every", "2", "--val-points", "4", "--nll-steps", "2", "--quiet", "--no-plot"]
+
+
+def _with_cache(ctx: Ctx, content: bytes, fn):
+    """Run ``fn`` with ``GEOFLOW_CACHE`` set to a folder whose LJ13 train file holds ``content``."""
+    import os
+
+    cache = ctx.tmp / "cache"
+    cache.mkdir(exist_ok=True)
+    (cache / "lj13-train-16-v1.npy").write_bytes(content)
+    old = os.environ.get("GEOFLOW_CACHE")
+    os.environ["GEOFLOW_CACHE"] = str(cache)
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ["GEOFLOW_CACHE"]
+        else:
+            os.environ["GEOFLOW_CACHE"] = old
 
 
 def _resume_on_other_manifold(ctx: Ctx):
@@ -410,6 +429,24 @@ CASES: list[Case] = [
     Case("trainer-unknown-dataset", "train", "Trainer(TrainConfig(dataset='nope'))",
          lambda c: Trainer(_tiny_config(c.tmp / "t", dataset="nope")), V,
          r"unknown dataset 'nope'; valid names:"),
+    Case("config-unknown-coupling", "train", "TrainConfig(coupling='sinkhorn')",
+         lambda c: _config(coupling="sinkhorn"), V,
+         r"TrainConfig\.coupling must be one of \('independent', 'ot', 'ot-sinkhorn', 'alignment'\), got 'sinkhorn'"),
+    Case("trainer-alignment-on-sphere", "train", "coupling 'alignment' on a dataset on the sphere",
+         lambda c: Trainer(_tiny_config(c.tmp / "al", coupling="alignment")), V,
+         r"coupling 'alignment' needs a particle dataset \(dw4, lj13, lj55\), got Sphere"),
+    Case("trainer-tfn-on-2d-particles", "train", "model 'tfn' on DW4's 2-D particles",
+         lambda c: build_model(_config(model="tfn"), M.CoMFree(4, 2)), V,
+         r"model 'tfn' needs 3-D particles, got CoMFree\(n_particles=4, dim=2\); use model 'egnn'"),
+    Case("trainer-mlp-on-particles", "train", "model 'mlp' (not equivariant) on a particle dataset",
+         lambda c: build_model(_config(model="mlp"), M.CoMFree(4, 2)), V,
+         r"model 'mlp' is not equivariant; particle datasets take model 'egnn' or 'tfn'"),
+    Case("trainer-ddp-batch-not-divisible", "train", "global batch 33 over 2 processes",
+         lambda c: Trainer(_tiny_config(c.tmp / "ddp", batch_size=33), dist=DistInfo(rank=0, world_size=2)), V,
+         r"batch_size 33 is the global batch and must be divisible by the number of processes \(2\); use e\.g\. --batch-size 32"),
+    Case("data-corrupt-lj-cache", "data", "a corrupt cached LJ13 training file",
+         lambda c: _with_cache(c, b"garbage", lambda: load_dataset("lj13", n_samples=16)), V,
+         r"lj13-train-16-v1\.npy: corrupt cached LJ data .*; delete the file to regenerate it"),
     # ---------------------------------------------------------------- checkpoints
     Case("checkpoint-missing", "checkpoints", "load_checkpoint of a file that does not exist",
          lambda c: load_checkpoint(c.tmp / "none.pt"),

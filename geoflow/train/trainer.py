@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from manifolds import Euclidean
+from manifolds import CoMFree, Euclidean
 
-from ..couplings import OTCoupling
+from ..couplings import AlignmentCoupling, OTCoupling
 from ..losses import cfm_loss, rcfm_loss
-from ..nn import EMA, MLPVelocity, UNetVelocity
+from ..nn import EMA, EGNNVelocity, MLPVelocity, TFNVelocity, UNetVelocity
 from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -34,9 +34,11 @@ def _is_image(manifold) -> bool:
 
 
 def resolve_model(config: TrainConfig, manifold) -> str:
-    """The network kind of ``config.model`` ("auto": "unet" on image datasets, "mlp" otherwise)."""
+    """The network kind of ``config.model`` ("auto": "unet" on images, "egnn" on particles, "mlp" otherwise)."""
     if config.model != "auto":
         return config.model
+    if isinstance(manifold, CoMFree):
+        return "egnn"
     return "unet" if _is_image(manifold) else "mlp"
 
 
@@ -51,7 +53,20 @@ def resolve_path(config: TrainConfig, manifold) -> str:
 
 def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None):
     """The velocity network of ``config`` on ``manifold`` (class-conditional when ``num_classes`` is set)."""
-    if resolve_model(config, manifold) == "unet":
+    kind = resolve_model(config, manifold)
+    if kind in ("egnn", "tfn"):
+        if not isinstance(manifold, CoMFree):
+            raise ValueError(f"model {kind!r} needs a particle dataset (dw4, lj13, lj55), got {manifold!r}")
+        if num_classes is not None:
+            raise ValueError(f"model {kind!r} does not take class labels")
+        if kind == "egnn":
+            return EGNNVelocity(hidden=config.hidden, layers=config.depth, time_dim=config.time_dim)
+        if manifold.spatial_dim != 3:
+            raise ValueError(f"model 'tfn' needs 3-D particles, got {manifold!r}; use model 'egnn'")
+        return TFNVelocity(layers=config.depth)
+    if isinstance(manifold, CoMFree):
+        raise ValueError(f"model {kind!r} is not equivariant; particle datasets take model 'egnn' or 'tfn'")
+    if kind == "unet":
         if not _is_image(manifold):
             raise ValueError(f"model 'unet' needs an image dataset (flat space with point shape (C, H, W)), got {manifold!r}")
         return UNetVelocity(
@@ -162,6 +177,11 @@ class Trainer:
         cfg = self.config
         if cfg.coupling == "independent":
             return None
+        if cfg.coupling == "alignment":
+            if not isinstance(self.manifold, CoMFree):
+                raise ValueError(f"coupling 'alignment' needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
+            # The Boltzmann densities here are invariant under reflections too: E(D) alignment.
+            return AlignmentCoupling(reflections=True)
         method = "exact" if cfg.coupling == "ot" else "sinkhorn"
         flat = isinstance(self.manifold, Euclidean)
         return OTCoupling(
@@ -314,14 +334,55 @@ class Trainer:
         from ..solvers import log_likelihood
 
         model = self.eval_model() if model is None else model
+        divergence = self.divergence
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 3) if divergence != "exact" else None
         out = []
         for chunk in x.split(batch):
             lp = log_likelihood(
                 model, chunk.to(self.device), self.manifold, method=method or self.config.nll_method,
-                steps=steps or self.config.nll_steps,
+                steps=steps or self.config.nll_steps, divergence=divergence, generator=gen,
             )
             out.append(-lp.detach().cpu())
         return torch.cat(out)
+
+    @property
+    def divergence(self) -> str:
+        """The divergence of likelihoods ("auto": exact up to 64 dimensions, Hutchinson above)."""
+        if self.config.nll_divergence != "auto":
+            return self.config.nll_divergence
+        return "exact" if self.manifold.dim <= 64 else "hutchinson"
+
+    def importance_weights(self, model=None, n: int | None = None, *, seed: int = 0) -> dict:
+        """Samples of the model with their importance weights against the data's energy.
+
+        Draws ``n`` base points (seeded), integrates the flow to x (``nll_method``,
+        ``nll_steps``), computes log q(x) with :meth:`nll` and log w = -E(x) - log q(x).
+        Returns ``samples``, ``log_q``, ``energy``, ``log_w`` and ``ess``: the effective sample
+        size (sum w)^2 / (n sum w^2) as a fraction of n (Kish), plus the mean energy of the
+        samples and its self-normalised importance-weighted estimate.
+        """
+        from ..solvers import sample
+
+        if self.data.energy is None:
+            raise ValueError(f"dataset {self.config.dataset!r} has no energy; importance weights need a Boltzmann dataset")
+        model = self.eval_model() if model is None else model
+        n = self.config.ess_samples if n is None else n
+        g = torch.Generator().manual_seed(seed)
+        x0 = self.manifold.random_base(n, generator=g, dtype=self.data.train.dtype).to(self.device)
+        with torch.no_grad():
+            xs = torch.cat([sample(model, c, self.manifold, method=self.config.nll_method, steps=self.config.nll_steps)
+                            for c in x0.split(1024)]).cpu()
+        log_q = -self.nll(xs, model=model, batch=1024).double()
+        energy = self.data.energy(xs.double())
+        log_w = torch.where(torch.isfinite(energy) & torch.isfinite(log_q), -energy - log_q,
+                            torch.full_like(log_q, -math.inf))
+        w = torch.softmax(log_w, 0)
+        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n)
+        finite = torch.isfinite(energy)
+        return {
+            "samples": xs, "log_q": log_q, "energy": energy, "log_w": log_w, "ess": ess,
+            "energy_mean": float(energy[finite].mean()), "energy_reweighted": float((w[finite] * energy[finite]).sum()),
+        }
 
     @torch.no_grad()
     def flow_matching_loss(self, split: str, *, model=None, repeats: int = 4) -> float:
@@ -417,13 +478,24 @@ class Trainer:
         else:
             model.load_state_dict(best["model"])
         model.eval()
+        test = self.data.test
+        if self.config.test_points and test.shape[0] > self.config.test_points:
+            g = torch.Generator().manual_seed(self.config.seed + 4)
+            test = test[torch.randperm(test.shape[0], generator=g)[: self.config.test_points]]
         if self.val_metric == "nll":
-            test_nll = float(self.nll(self.data.test, model=model).mean())
+            test_nll = float(self.nll(test, model=model).mean())
             scores = {"test_nll": test_nll, "best_val_nll": self.best_val}
         else:
             test_nll = None
             scores = {"test_nll": None, "test_loss": self.flow_matching_loss("test", model=model),
                       "best_val_loss": self.best_val}
+        if self.data.energy is not None and self.config.ess_samples > 0:
+            iw = self.importance_weights(model)
+            scores.update(
+                ess=iw["ess"], ess_samples=self.config.ess_samples,
+                energy={"samples": iw["energy_mean"], "reweighted": iw["energy_reweighted"],
+                        "test": float(self.data.energy(self.data.test.double()).mean())},
+            )
         metrics = {
             "dataset": self.config.dataset,
             **scores,
@@ -431,7 +503,7 @@ class Trainer:
             "steps": self.step,
             "train_seconds": seconds,
             "n_train": int(self.data.train.shape[0]),
-            "n_test": int(self.data.test.shape[0]),
+            "n_test": int(test.shape[0]),
             "seed": self.config.seed,
             "world_size": self.dist.world_size,
             "config": self.config.to_dict(),
@@ -440,9 +512,13 @@ class Trainer:
         tmp.write_text(json.dumps(metrics, indent=2))
         tmp.replace(self.out / "metrics.json")
         if test_nll is not None:
-            self.log(f"test NLL ({self.config.dataset}, {self.data.test.shape[0]} points): {test_nll:.4f}")
+            self.log(f"test NLL ({self.config.dataset}, {test.shape[0]} points): {test_nll:.4f}")
         else:
             self.log(f"test CFM loss ({self.config.dataset}, {self.data.test.shape[0]} points): {metrics['test_loss']:.4f}")
+        if "ess" in metrics:
+            e = metrics["energy"]
+            self.log(f"ESS {100 * metrics['ess']:.2f}% of {metrics['ess_samples']} samples; mean energy: samples "
+                     f"{e['samples']:.2f}, reweighted {e['reweighted']:.2f}, test data {e['test']:.2f}")
         return metrics
 
 

@@ -35,7 +35,7 @@ def test_public_names_exist():
 
 def test_available_datasets():
     names = available_datasets()
-    assert names == list(REAL_ROWS) + ["digits"] + list(SYNTHETIC)
+    assert names == list(REAL_ROWS) + ["digits"] + list(SYNTHETIC) + ["dw4", "lj13", "lj55"]
     names.append("x")  # a copy: the registry is not changed
     assert "x" not in available_datasets()
 

@@ -92,3 +92,13 @@ def test_coupling_option_is_validated_and_reaches_the_cli():
 
     args = build_parser().parse_args(["train", "moons", "--coupling", "ot-sinkhorn", "--ot-reg", "0.1"])
     assert (args.coupling, args.ot_reg) == ("ot-sinkhorn", 0.1)
+
+
+def test_cli_trains_moons_with_ot_and_plots_the_plane(tmp_path, capsys):
+    from geoflow.cli import main
+
+    out = tmp_path / "moons"
+    rc = main(["train", "moons", "--coupling", "ot", "--steps", "2", "--eval-every", "2", "--n-samples", "200",
+               "--hidden", "8", "--depth", "1", "--val-points", "8", "--nll-steps", "2", "--quiet", "--out", str(out)])
+    assert rc == 0, capsys.readouterr()
+    assert (out / "moons.png").stat().st_size > 5_000
