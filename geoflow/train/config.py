@@ -27,6 +27,8 @@ DATASET_DEFAULTS: dict[str, dict] = {
                 val_points=500, test_points=1000, ess_samples=1000, nll_steps=20),
     "lj13": dict(steps=3000, batch_size=128, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=1000,
                  val_points=200, test_points=1000, ess_samples=1000, nll_steps=20),
+    # QM9 (geoflow.train.molecules): molecules per step, EGNN layers; stability from ess_samples molecules.
+    "qm9": dict(steps=2000, batch_size=32, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=500, ess_samples=200),
     "lj55": dict(steps=3000, batch_size=32, lr=5e-4, hidden=64, depth=5, time_dim=32, eval_every=1000,
                  val_points=100, test_points=500, ess_samples=500, nll_steps=20),
 }
@@ -85,6 +87,7 @@ class TrainConfig:
             dimensions, Hutchinson above (e.g. LJ55's 162).
         test_points: test points for the final NLL (a seeded subset; 0: all).
         ess_samples: Boltzmann datasets (``energy`` known): samples drawn from the final model
+            (``qm9``: molecules sampled for the stability scores)
             to compute importance weights exp(-E(x)) / q(x), the effective sample size and
             reweighted energies (0 disables).
     """
