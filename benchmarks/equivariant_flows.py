@@ -1,0 +1,133 @@
+"""Equivariant flows on DW4 / LJ13 with independent, OT and alignment couplings (issue 6, "Measure").
+
+For each system and coupling it trains ``geoflow train SYSTEM --coupling C`` (same settings
+otherwise; a run already in ``--out-root`` with the same settings is reused) and measures, on
+the best checkpoint (EMA weights):
+
+* ``test_nll`` and ``ess`` (effective sample size of exp(-E) / q, as a fraction) and the mean
+  energies (samples, reweighted, test), from the run's ``metrics.json``;
+* ``transport_cost``: mean squared distance |x0 - x1|^2 of the coupled pairs of ``--cost-batches``
+  training batches (the coupling applied to base samples and data exactly as in training);
+* ``path_length``: median over ``--n`` samples of the length of the learned flow's trajectory,
+  sum_k |x_{k+1} - x_k| over a 200-step rk4 solve (a straight flow has length |x1 - x0|);
+* ``steps_needed``: the smallest number of rk4 steps in 1, 2, 4, ..., 64 from which on the energy
+  distribution of the samples (same base points) stays within the noise floor of a 200-step
+  reference: 1-Wasserstein distance W1(E_k, E_ref) <= W1 between the two halves of the reference
+  (the sampling noise of ``--n`` / 2 energies).
+
+Usage (the real measurement; about 15 min per run on 2 cores, alignment runs longer):
+    python benchmarks/equivariant_flows.py --json benchmarks/results/equivariant_flows.json
+Smoke test:
+    python benchmarks/equivariant_flows.py --systems dw4 --steps 20 --n 64 --small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+COUPLINGS = ("independent", "ot", "alignment")
+STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _w1(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import wasserstein_distance
+
+    a, b = a[torch.isfinite(a)], b[torch.isfinite(b)]
+    return float(wasserstein_distance(a.numpy(), b.numpy()))
+
+
+def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0) -> dict:
+    from geoflow.cli import _load_model
+    from geoflow.solvers import sample
+    from geoflow.train import Trainer, TrainConfig, load_checkpoint
+
+    model, config, data = _load_model(out / "best.pt")
+    m, energy = data.manifold, data.energy
+    metrics = json.loads((out / "metrics.json").read_text())
+    g = torch.Generator().manual_seed(seed)
+    # Transport cost of the coupling, as in training.
+    trainer = Trainer(TrainConfig.from_dict(load_checkpoint(out / "best.pt")["config"]), progress=False,
+                      log=lambda *_: None)
+    costs = []
+    for _ in range(cost_batches):
+        idx = torch.randint(0, data.train.shape[0], (config.batch_size,), generator=g)
+        x1 = data.train[idx]
+        x0 = m.random_base(config.batch_size, generator=g, dtype=x1.dtype)
+        if trainer.coupling is not None:
+            x0 = trainer.coupling(x0, x1)[0]
+        costs.append(float(((x0 - x1) ** 2).sum((-2, -1)).mean()))
+    x0 = m.random_base(n, generator=g, dtype=data.train.dtype)
+    with torch.no_grad():
+        _, path = sample(model, x0, m, method="rk4", steps=200, return_path=True)
+    lengths = (path[1:] - path[:-1]).pow(2).sum((-2, -1)).sqrt().sum(0)
+    e_ref = energy(path[-1].double())
+    floor = _w1(e_ref[: n // 2], e_ref[n // 2 :])
+    w1 = {}
+    for k in STEP_GRID:
+        with torch.no_grad():
+            xk = sample(model, x0, m, method="rk4", steps=k)
+        w1[k] = _w1(energy(xk.double()), e_ref)
+    needed = next((k for k in STEP_GRID if all(w1[j] <= floor for j in STEP_GRID if j >= k)), None)
+    return {
+        "test_nll": metrics.get("test_nll"), "ess": metrics.get("ess"), "energy": metrics.get("energy"),
+        "transport_cost": sum(costs) / len(costs), "path_length_median": float(lengths.median()),
+        "straight_length_median": float((path[-1] - path[0]).pow(2).sum((-2, -1)).sqrt().median()),
+        "energy_w1_by_steps": {str(k): v for k, v in w1.items()}, "energy_w1_floor": floor,
+        "steps_needed": needed, "train_seconds": metrics.get("train_seconds"),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--systems", nargs="*", default=["dw4", "lj13"])
+    ap.add_argument("--couplings", nargs="*", default=list(COUPLINGS), choices=COUPLINGS)
+    ap.add_argument("--steps", type=int, default=3000, help="training steps per run")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the dataset's)")
+    ap.add_argument("--n", type=int, default=2000, help="samples for path lengths and energy histograms")
+    ap.add_argument("--cost-batches", type=int, default=4)
+    ap.add_argument("--out-root", default="runs/equivariant_flows")
+    ap.add_argument("--small", action="store_true", help="tiny networks and data (smoke test)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    results = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    for system in args.systems:
+        for coupling in args.couplings:
+            out = Path(args.out_root) / f"{system}-{coupling}"
+            cmd = ["geoflow", "train", system, "--coupling", coupling, "--steps", str(args.steps), "--seed", "0",
+                   "--out", str(out), "--quiet", "--no-plot"]
+            if args.batch_size:
+                cmd += ["--batch-size", str(args.batch_size)]
+            if args.small:
+                cmd += ["--hidden", "16", "--depth", "2", "--n-samples", "256", "--val-points", "32",
+                        "--test-points", "64", "--ess-samples", "64", "--eval-every", str(args.steps)]
+            key = f"{system}/{coupling}"
+            settings = shlex.join(cmd)
+            if results.get(key, {}).get("command") == settings and (out / "metrics.json").exists():
+                print(f"{key}: already measured with these settings")
+                continue
+            t0 = time.time()
+            if not (out / "metrics.json").exists():
+                subprocess.run([sys.executable, "-m", "geoflow.cli", *cmd[1:]], check=True)
+            res = evaluate(out, args.n, args.cost_batches)
+            res.update(command=settings, minutes=(time.time() - t0) / 60, threads=os.environ.get("OMP_NUM_THREADS"))
+            results[key] = res
+            print(f"{key}: NLL {res['test_nll']:.3f}  ESS {res['ess']:.4f}  transport {res['transport_cost']:.3f}  "
+                  f"path {res['path_length_median']:.3f} (straight {res['straight_length_median']:.3f})  "
+                  f"steps needed {res['steps_needed']}", flush=True)
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
