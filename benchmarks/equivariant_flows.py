@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-COUPLINGS = ("independent", "ot", "alignment")
+COUPLINGS = ("independent", "ot", "ot-align", "alignment")
 STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
 
 

@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
-    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn", "alignment"], default=None,
+    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn", "alignment", "ot-align"], default=None,
                    help="pairing of noise and data: independent (default), exact minibatch OT, Sinkhorn OT "
                         "(squared geodesic cost on manifolds; within labels on labelled data), or alignment "
-                        "(particles: best rotation/reflection and permutation per pair, then OT)")
+                        "(particles: best rotation/reflection and permutation per pair, then OT), or ot-align (particles: OT on the "
+                        "unaligned clouds, then the chosen pairs aligned; batch instead of batch^2 alignments)")
     t.add_argument("--ot-reg", type=float, default=None, help=f"Sinkhorn regularisation of --coupling ot-sinkhorn ({dflt('ot_reg')})")
     t.add_argument("--nll-divergence", choices=["auto", "exact", "hutchinson"], default=None,
                    help="divergence of likelihoods (auto: exact up to 64 dimensions, Hutchinson above)")

@@ -431,7 +431,7 @@ CASES: list[Case] = [
          r"unknown dataset 'nope'; valid names:"),
     Case("config-unknown-coupling", "train", "TrainConfig(coupling='sinkhorn')",
          lambda c: _config(coupling="sinkhorn"), V,
-         r"TrainConfig\.coupling must be one of \('independent', 'ot', 'ot-sinkhorn', 'alignment'\), got 'sinkhorn'"),
+         r"TrainConfig\.coupling must be one of \('independent', 'ot', 'ot-sinkhorn', 'alignment', 'ot-align'\), got 'sinkhorn'"),
     Case("trainer-alignment-on-sphere", "train", "coupling 'alignment' on a dataset on the sphere",
          lambda c: Trainer(_tiny_config(c.tmp / "al", coupling="alignment")), V,
          r"coupling 'alignment' needs a particle dataset \(dw4, lj13, lj55\), got Sphere"),

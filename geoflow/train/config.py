@@ -15,7 +15,7 @@ _SCHEDULERS = ("condot", "cosine")
 _METHODS = ("euler", "midpoint", "rk4")
 _MODELS = ("auto", "mlp", "unet", "egnn", "tfn")
 _PATHS = ("auto", "geodesic", "affine")
-_COUPLINGS = ("independent", "ot", "ot-sinkhorn", "alignment")
+_COUPLINGS = ("independent", "ot", "ot-sinkhorn", "alignment", "ot-align")
 _DIVERGENCES = ("auto", "exact", "hutchinson")
 
 #: Per-dataset defaults that differ from the class defaults (used by :meth:`TrainConfig.for_dataset`
@@ -80,7 +80,9 @@ class TrainConfig:
             within a label.  Several processes: each solves OT on its own share of the batch.
             "alignment" (particle systems only): :class:`geoflow.couplings.AlignmentCoupling`,
             the best rotation or reflection and permutation of each pair, then minibatch OT
-            on the aligned cost (equivariant OT, Klein, Kraemer & Noe 2023).
+            on the aligned cost (equivariant OT, Klein, Kraemer & Noe 2023); "ot-align": the
+            cheap variant, minibatch OT on the unaligned clouds, then only the chosen pairs
+            aligned (batch instead of batch^2 alignments).
         ot_reg: Sinkhorn regularisation of "ot-sinkhorn", relative to the cost scale.
         nll_divergence: divergence of likelihoods: "exact", "hutchinson" (one Gaussian probe
             per point and step, from a fixed seed) or "auto" (default): exact up to 64

@@ -177,11 +177,11 @@ class Trainer:
         cfg = self.config
         if cfg.coupling == "independent":
             return None
-        if cfg.coupling == "alignment":
+        if cfg.coupling in ("alignment", "ot-align"):
             if not isinstance(self.manifold, CoMFree):
-                raise ValueError(f"coupling 'alignment' needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
+                raise ValueError(f"coupling {cfg.coupling!r} needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
             # The Boltzmann densities here are invariant under reflections too: E(D) alignment.
-            return AlignmentCoupling(reflections=True)
+            return AlignmentCoupling(reflections=True, ot=True if cfg.coupling == "alignment" else "plain")
         method = "exact" if cfg.coupling == "ot" else "sinkhorn"
         flat = isinstance(self.manifold, Euclidean)
         return OTCoupling(

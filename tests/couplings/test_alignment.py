@@ -237,6 +237,32 @@ def test_without_ot_keeps_pairs_and_float32():
     assert torch.isfinite(x0g.grad).all() and x0g.grad.abs().sum() > 0
 
 
+def test_plain_ot_then_align_pairs_by_scipy_then_aligns_each_pair():
+    """ot="plain": the pairing is scipy's optimum of the unaligned centred cost; each pair is then aligned."""
+    from scipy.optimize import linear_sum_assignment
+
+    g = gen(12)
+    B, n = 12, 13
+    x0 = torch.randn(B, n, 3, generator=g, dtype=F64)
+    x1 = torch.randn(B, n, 3, generator=g, dtype=F64) * 0.7 + 3.0
+    coupling = AlignmentCoupling(ot="plain")
+    y0, y1 = coupling(x0, x1)
+    a, b = centred(x0).flatten(1).numpy(), centred(x1).flatten(1).numpy()
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    src_ref = np.empty(B, dtype=np.int64)
+    src_ref[cols] = rows
+    assert coupling.last_index.tolist() == src_ref.tolist()
+    ref = align(x0[coupling.last_index], x1, starts=2, n_iter=2)
+    torch.testing.assert_close(y0, ref.x, atol=1e-10, rtol=0)
+    torch.testing.assert_close(y1, centred(x1))
+    aligned = ((y0 - y1) ** 2).sum((-2, -1))
+    unaligned = torch.tensor(cost[src_ref, np.arange(B)])
+    assert bool((aligned <= unaligned + 1e-9).all()) and float(aligned.sum()) < float(unaligned.sum())
+    with pytest.raises(TypeError, match="`ot` must be True, False or 'plain'"):
+        AlignmentCoupling(ot="fast")
+
+
 def test_bad_inputs():
     x = torch.randn(4, 5, 3)
     c = AlignmentCoupling()
