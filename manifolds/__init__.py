@@ -14,8 +14,10 @@ from .product import Product
 from .hyperbolic import Lorentz, PoincareBall
 from .so3 import SO3
 from .spd import SPD, sym_expm, sym_logm, sym_sqrtm
+from .mesh import Mesh
 
 __all__ = [
+    "Mesh",
     "Manifold",
     "Euclidean",
     "CoMFree",

@@ -1,4 +1,4 @@
-"""Conditional probability paths: schedulers, affine Gaussian paths, geodesic paths.
+"""Conditional probability paths: schedulers, affine Gaussian paths, geodesic paths, premetric flows.
 
 t = 0 is the base (noise) distribution and t = 1 the data, as in Lipman et al. 2023.
 """
@@ -6,6 +6,7 @@ t = 0 is the base (noise) distribution and t = 1 the data, as in Lipman et al. 2
 from .affine import AffinePath
 from .geodesic import GeodesicPath, geodesic_velocity_reference
 from .path_sample import PathSample
+from .premetric import PremetricPath
 from .schedulers import (
     CondOTScheduler,
     CosineScheduler,
@@ -19,6 +20,7 @@ from .schedulers import (
 __all__ = [
     "AffinePath",
     "GeodesicPath",
+    "PremetricPath",
     "PathSample",
     "Scheduler",
     "SchedulerOutput",

@@ -51,7 +51,7 @@ def check_pair(x0, x1, t, ndim, *, finite: bool = True):
     return t.to(x0.dtype)
 
 
-def check_on_manifold(manifold, x0: torch.Tensor, x1: torch.Tensor) -> None:
+def check_on_manifold(manifold, x0: torch.Tensor, x1: torch.Tensor, where: str = "GeodesicPath.sample") -> None:
     """Raise ``ValueError`` naming ``x0`` or ``x1`` when a point is off ``manifold`` (or NaN/inf).
 
     One ``check_point`` call on both stacked (the common, valid case); only on failure are they
@@ -65,5 +65,5 @@ def check_on_manifold(manifold, x0: torch.Tensor, x1: torch.Tensor) -> None:
                 manifold.check_point(x.detach())
             except ValueError as exc:
                 msg = str(exc).replace("`x`", f"`{name}`", 1)
-                raise ValueError(f"GeodesicPath.sample: {msg}") from None
+                raise ValueError(f"{where}: {msg}") from None
         raise

@@ -1,0 +1,267 @@
+"""Mesh manifold: Laplace-Beltrami spectrum, premetrics, closest points, base distribution, bad inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import trimesh  # a dependency of geoflow: a missing install must fail, not skip
+from scipy.stats import spearmanr  # noqa: E402
+
+from manifolds.mesh import Mesh, closest_point_on_triangles  # noqa: E402
+
+from ..conftest import TOL  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ico():
+    s = trimesh.creation.icosphere(subdivisions=3)  # 642 vertices on the unit sphere
+    return Mesh(s.vertices, s.faces, n_eigs=30)
+
+
+@pytest.fixture(scope="module")
+def blob():
+    # a non-convex, irregular closed surface: a bumpy sphere with random vertex jitter
+    s = trimesh.creation.icosphere(subdivisions=2)
+    v = np.asarray(s.vertices)
+    rng = np.random.default_rng(0)
+    r = 1 + 0.3 * np.sin(3 * v[:, 0]) * np.cos(2 * v[:, 1]) + 0.02 * rng.standard_normal(len(v))
+    return Mesh(v * r[:, None], s.faces, n_eigs=20)
+
+
+def _on_surface(m, x):
+    _, d = m.locate(x)
+    return float(d.max()) / m.scale
+
+
+def great_circle(x, y):
+    return torch.atan2(torch.linalg.cross(x, y, dim=-1).norm(dim=-1), (x * y).sum(-1))
+
+
+# ------------------------------------------------------------------ Laplacian
+def test_laplacian_closed_forms(ico):
+    L, M = ico.laplacian()
+    n = L.shape[0]
+    assert abs(L - L.T).max() < 1e-12
+    assert np.abs(L @ np.ones(n)).max() < 1e-10  # constants are harmonic
+    assert abs(M.diagonal().sum() - ico.total_area) < 1e-10
+    assert abs(ico.total_area - 4 * math.pi) / (4 * math.pi) < 0.01  # icosphere area -> 4 pi
+    # the coordinate functions are eigenfunctions of the sphere with lambda = 2
+    X = ico.vertices.numpy()
+    for k in range(3):
+        x = X[:, k]
+        lx, mx = L @ x, M @ x
+        assert abs((x @ lx) / (x @ mx) - 2) < 0.02  # Rayleigh quotient
+        # pointwise the lumped mass is only first-order accurate at the 12 valence-5 vertices
+        assert np.abs(lx - 2 * mx).max() / np.abs(2 * mx).max() < 0.1
+
+
+def test_icosphere_eigenvalues_and_multiplicities(ico):
+    lam = ico.eigenvalues.numpy()
+    assert lam[0] == 0.0
+    start = 1
+    for l in range(1, 5):  # eigenvalue l(l+1) with multiplicity 2l+1
+        block = lam[start : start + 2 * l + 1]
+        np.testing.assert_allclose(block, l * (l + 1), rtol=0.03)
+        start += 2 * l + 1
+    assert lam[start] > 20 * 0.97 * 1.0 + 5  # next block (l = 5: 30) is well separated
+    # M-orthonormal eigenvectors
+    _, M = ico.laplacian()
+    P = ico.eigenvectors.numpy()
+    np.testing.assert_allclose(P.T @ (M @ P), np.eye(P.shape[1]), atol=1e-8)
+
+
+# ------------------------------------------------------------------ closest point
+def test_closest_point_on_triangles_regions():
+    a, b, c = torch.tensor([0.0, 0, 0]), torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0])
+    p = torch.tensor([[0.2, 0.2, 3.0], [2.0, -1.0, 0.5], [-1.0, -1.0, 0.0], [0.6, 0.6, -1.0], [0.5, -2.0, 0.0]])
+    q = closest_point_on_triangles(p, a, b, c)
+    want = torch.tensor([[0.2, 0.2, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.0]])
+    torch.testing.assert_close(q, want)
+
+
+def test_projx_matches_brute_force(blob, gen):
+    x = blob.random_base(300, generator=gen, dtype=torch.float64)
+    y = x + 0.2 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    y = torch.cat([y, 3 * torch.randn(20, 3, generator=gen, dtype=torch.float64)])  # far away points too
+    p = blob.projx(y)
+    V, F = blob.vertices, blob.faces
+    tri = V[F]
+    allq = closest_point_on_triangles(y[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+    best = (allq - y[:, None]).norm(dim=-1).min(1).values
+    torch.testing.assert_close((p - y).norm(dim=-1), best, atol=1e-12, rtol=0)
+    assert _on_surface(blob, p) < 1e-12
+    torch.testing.assert_close(blob.projx(p), p, atol=1e-12, rtol=0)  # idempotent
+
+
+def test_proju_and_checks(blob, gen, dtype):
+    x = blob.random_base(50, generator=gen, dtype=dtype)
+    blob.check_point(x)
+    u = blob.proju(x, torch.randn(x.shape, generator=gen, dtype=dtype))
+    blob.check_vector(x, u)
+    face, _ = blob.locate(x)
+    n = blob.face_normals[face].to(dtype)
+    assert float((u * n).sum(-1).abs().max()) < 10 * TOL[dtype]
+    torch.testing.assert_close(blob.proju(x, u), u, atol=10 * TOL[dtype], rtol=0)
+    with pytest.raises(ValueError, match="use projx"):
+        blob.check_point(x + 0.05 * n)
+    with pytest.raises(ValueError, match="use proju"):
+        blob.check_vector(x, u + n)
+
+
+def test_expmap_is_projected_step(blob, gen):
+    x = blob.random_base(40, generator=gen, dtype=torch.float64)
+    u = 0.1 * blob.proju(x, torch.randn(x.shape, generator=gen, dtype=torch.float64))
+    y = blob.expmap(x, u)
+    assert _on_surface(blob, y) < 1e-12
+    torch.testing.assert_close(y, blob.projx(x + u))
+    with pytest.raises(NotImplementedError, match="PremetricPath"):
+        blob.logmap(x, y)
+    with pytest.raises(NotImplementedError, match="PremetricPath"):
+        blob.geodesic(x, y, 0.5)
+
+
+# ------------------------------------------------------------------ base distribution
+def test_random_base_uniform_by_area(blob):
+    g = torch.Generator().manual_seed(1)
+    x = blob.random_base(20000, generator=g, dtype=torch.float64)
+    assert x.shape == (20000, 3)
+    assert _on_surface(blob, x) < 1e-12
+    # area fraction of the region z > 0 (sum of clipped face areas approximated by face centroids)
+    face, _ = blob.locate(x)
+    counts = torch.bincount(face, minlength=blob.faces.shape[0]).double()
+    p = blob.face_areas / blob.total_area
+    chi2 = float(((counts - 20000 * p) ** 2 / (20000 * p)).sum())
+    dof = blob.faces.shape[0] - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof)  # goodness of fit to area weights
+    lp = blob.base_log_prob(x[:3].float())
+    assert lp.dtype == torch.float32 and torch.allclose(lp, torch.full((3,), -math.log(blob.total_area)))
+    x2 = blob.random_base(2, 5, generator=torch.Generator().manual_seed(1))
+    assert x2.shape == (2, 5, 3) and x2.dtype == torch.get_default_dtype()
+
+
+# ------------------------------------------------------------------ premetrics
+@pytest.mark.parametrize("premetric", ["biharmonic", "diffusion"])
+def test_spectral_premetric_axioms(blob, gen, dtype, premetric):
+    x = blob.random_base(200, generator=gen, dtype=dtype)
+    y = blob.random_base(200, generator=gen, dtype=dtype)
+    d = blob.dist(x, y, premetric=premetric)
+    assert d.shape == (200,) and d.dtype == dtype
+    assert bool((d > 0).all())
+    torch.testing.assert_close(d, blob.dist(y, x, premetric=premetric), atol=TOL[dtype], rtol=TOL[dtype])
+    assert float(blob.dist(x, x, premetric=premetric).abs().max()) == 0.0
+    # broadcasting: (B, 3) against (3,)
+    torch.testing.assert_close(blob.dist(x, y[0], premetric=premetric), blob.dist(x, y[:1].expand_as(x), premetric=premetric))
+    # finite (zero) gradient at x == y, tangent non-degenerate gradient elsewhere
+    xr = x.clone().requires_grad_(True)
+    (g0,) = torch.autograd.grad(blob.dist(xr, x.clone(), premetric=premetric).sum(), xr)
+    assert torch.isfinite(g0).all() and float(g0.abs().max()) == 0.0
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(blob.dist(xr, y, premetric=premetric).sum(), xr)
+    assert torch.isfinite(g).all()
+    assert float(g.norm(dim=-1).min()) > 1e-3 * float(g.norm(dim=-1).median())
+    face, _ = blob.locate(x)
+    n = blob.face_normals[face].to(dtype)
+    assert float((g * n).sum(-1).abs().max()) < 1e2 * TOL[dtype] * float(g.norm(dim=-1).max())
+
+
+@pytest.mark.parametrize("premetric", ["biharmonic", "diffusion", "geodesic"])
+def test_premetric_gradient_finite_differences(blob, premetric):
+    g = torch.Generator().manual_seed(3)
+    x = blob.random_base(30, generator=g, dtype=torch.float64)
+    y = blob.random_base(30, generator=g, dtype=torch.float64)
+    face, b = blob.barycentric(x)
+    keep = b.min(-1).values > 0.05  # stay inside the face for the finite difference
+    x, y = x[keep], y[keep]
+    u = blob.proju(x, torch.randn(x.shape, generator=g, dtype=torch.float64))
+    u = u / u.norm(dim=-1, keepdim=True)
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(blob.dist(xr, y, premetric=premetric).sum(), xr)
+    h = 1e-6
+    fd = (blob.dist(x + h * u, y, premetric=premetric) - blob.dist(x - h * u, y, premetric=premetric)) / (2 * h)
+    ok = torch.isclose((grad * u).sum(-1), fd, atol=1e-6, rtol=1e-5)
+    # the geodesic reference is a minimum over corner paths: skip the few kinks
+    assert bool(ok.all()) if premetric != "geodesic" else float(ok.double().mean()) > 0.9
+
+
+def test_spectral_distance_formula(ico, gen):
+    # at vertices, d_bh^2 = sum_k (phi_k(v) - phi_k(w))^2 / lambda_k^2 straight from the eigenpairs
+    V = ico.vertices
+    i, j = torch.randint(0, V.shape[0], (2, 20), generator=gen)
+    P, lam = ico.eigenvectors[:, 1:], ico.eigenvalues[1:]
+    want = (((P[i] - P[j]) / lam) ** 2).sum(-1).sqrt()
+    torch.testing.assert_close(ico.dist(V[i], V[j]), want, atol=1e-10, rtol=1e-9)
+    want = ((P[i] - P[j]) ** 2 * torch.exp(-2 * ico.tau * lam)).sum(-1).sqrt()
+    torch.testing.assert_close(ico.dist(V[i], V[j], premetric="diffusion"), want, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "premetric,method",
+    [("biharmonic", None), ("diffusion", None), ("geodesic", "dijkstra"), ("geodesic", "heat")],
+)
+def test_icosphere_premetrics_order_like_great_circle(premetric, method):
+    if method == "heat":
+        pytest.importorskip("potpourri3d")
+    s = trimesh.creation.icosphere(subdivisions=3)
+    m = Mesh(s.vertices, s.faces, n_eigs=30, premetric=premetric, geodesic_method=method or "dijkstra")
+    g = torch.Generator().manual_seed(4)
+    x, y = m.random_base(400, generator=g, dtype=torch.float64), m.random_base(400, generator=g, dtype=torch.float64)
+    gc = great_circle(x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True))
+    rho = spearmanr(m.dist(x, y).numpy(), gc.numpy()).statistic
+    assert rho > 0.99, rho
+    if premetric == "geodesic":  # and in value: within a few per cent of the great circle
+        rel = ((m.dist(x, y) - gc).abs() / gc.clamp_min(0.3)).median()
+        assert float(rel) < 0.08
+
+
+def test_geodesic_reference_small_cases(ico):
+    x = ico.random_base(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert float(ico.geodesic_distance(x, x).abs().max()) == 0.0
+    V = ico.vertices
+    # vertex to vertex: exactly the matrix entry (corner paths of length 0 at both ends)
+    d = ico.geodesic_distance(V[:1], V[100:101])
+    assert torch.isclose(d, torch.as_tensor(ico._geodesic_matrix()[0, 100])).all()
+
+
+# ------------------------------------------------------------------ bad inputs
+def test_bad_inputs():
+    s = trimesh.creation.icosphere(subdivisions=1)
+    V, F = np.asarray(s.vertices), np.asarray(s.faces)
+    with pytest.raises(ValueError, match="premetric"):
+        Mesh(V, F, n_eigs=5, premetric="heat")
+    with pytest.raises(ValueError, match="geodesic_method"):
+        Mesh(V, F, n_eigs=5, geodesic_method="fmm")
+    with pytest.raises(ValueError, match="indices"):
+        Mesh(V, np.vstack([F, [[0, 1, 999]]]), n_eigs=5)
+    with pytest.raises(ValueError, match="repeat a vertex"):
+        Mesh(V, np.vstack([F, [[0, 0, 1]]]), n_eigs=5)
+    Vn = V.copy()
+    Vn[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        Mesh(Vn, F, n_eigs=5)
+    with pytest.raises(TypeError, match="integer"):
+        Mesh(V, F.astype(float), n_eigs=5)
+    with pytest.raises(ValueError, match=r"shape \(F, 3\)"):
+        Mesh(V, F[:, :2], n_eigs=5)
+    with pytest.raises(ValueError, match="not used by any face"):
+        Mesh(np.vstack([V, [[5.0, 5, 5]]]), F, n_eigs=5)
+    with pytest.raises(ValueError, match="connected"):
+        Mesh(np.vstack([V, V + 3]), np.vstack([F, F + len(V)]), n_eigs=5)
+    Vd = V.copy()
+    Vd[F[0, 2]] = Vd[F[0, 0]]  # a zero-area face (two vertices at the same place)
+    with pytest.raises(ValueError, match="zero area"):
+        Mesh(Vd, F, n_eigs=5)
+    with pytest.raises(ValueError, match="n_eigs"):
+        Mesh(V, F, n_eigs=len(V))
+    with pytest.raises(TypeError, match="n_eigs"):
+        Mesh(V, F, n_eigs=2.5)
+    with pytest.raises(ValueError, match="tau"):
+        Mesh(V, F, n_eigs=5, tau=-1.0)
+    m = Mesh(V, F, n_eigs=5)
+    with pytest.raises(ValueError, match="premetric"):
+        m.dist(m.vertices[:2], m.vertices[2:4], premetric="l2")
+    with pytest.raises(ValueError, match=r"trailing shape \(3,\)"):
+        m.check_point(torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        m.check_point(torch.full((2, 3), float("nan")))
