@@ -86,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=["auto", "mlp", "unet", "egnn", "tfn"], default=None,
                    help="velocity network (default auto: U-Net for image datasets, EGNN for particle systems, MLP otherwise)")
     t.add_argument("--unet-channels", type=_positive_int, default=None, help=f"U-Net base channels ({dflt('unet_channels')})")
-    t.add_argument("--path", choices=["auto", "geodesic", "affine"], default=None,
-                   help="probability path (default auto: affine Gaussian path + CFM loss on flat space, geodesic + RCFM "
-                        "loss on manifolds)")
+    t.add_argument("--path", choices=["auto", "geodesic", "affine", "premetric"], default=None,
+                   help="probability path (default auto: affine Gaussian path + CFM loss on flat space, premetric "
+                        "(Chen & Lipman 2023) + RCFM loss on triangle meshes, geodesic + RCFM loss on other manifolds)")
+    t.add_argument("--premetric", choices=["biharmonic", "diffusion"], default=None,
+                   help=f"mesh datasets: spectral premetric of the premetric path ({dflt('premetric')})")
+    t.add_argument("--premetric-steps", type=_positive_int, default=None,
+                   help=f"projected Euler steps that draw x_t on the premetric path ({dflt('premetric_steps')})")
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
@@ -145,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--method", choices=["euler", "midpoint", "rk4"], default=None, help="ODE method")
     n.add_argument("--json", action="store_true", help="print JSON")
 
-    pl = sub.add_parser("plot", help="plot a trained model's density (sphere) or samples (torus)",
+    pl = sub.add_parser("plot", help="plot a trained model's density (sphere, mesh) or samples (torus)",
                         description="Sphere: model density on a Mollweide map with the data. Torus: histograms of "
-                                    "angle pairs, model samples beside data.")
+                                    "angle pairs, model samples beside data. Mesh: the surface coloured by the model "
+                                    "density with model samples, beside the target density.")
     pl.add_argument("checkpoint")
     pl.add_argument("--out", default=None, help="PNG file (default: next to the checkpoint)")
-    pl.add_argument("--n", type=_positive_int, default=5000, help="samples for torus plots (default 5000)")
+    pl.add_argument("--n", type=_positive_int, default=5000,
+                    help="samples for torus plots (default 5000; mesh plots scatter at most 2000)")
     pl.add_argument("--grid", type=_positive_int, default=30, help="latitude cells of the sphere map (default 30)")
     pl.add_argument("--steps", type=_positive_int, default=20, help="ODE steps (default 20)")
     return p
@@ -223,7 +229,7 @@ def _plot_images(model, config, data, out, *, n_per_label=10, label=None, guidan
 
 
 def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
-    from manifolds import CoMFree, Euclidean, FlatTorus, Sphere
+    from manifolds import CoMFree, Euclidean, FlatTorus, Mesh, Sphere
 
     from .plotting import plot_particles, plot_plane, plot_sphere_density, plot_torus_pairs
     from .solvers import log_likelihood, sample
@@ -245,6 +251,8 @@ def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
     if isinstance(m, Sphere) and m.n == 2:
         fn = lambda x: torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in x.split(2048)])  # noqa: E731
         return plot_sphere_density(fn, torch.cat([data.train, data.val, data.test]), out, n_lat=grid, n_lon=2 * grid, title=f"{config.dataset}: model density")
+    if isinstance(m, Mesh):
+        return _plot_mesh(model, config, data, out, n=min(n, 2000), steps=steps)
     if isinstance(m, FlatTorus):
         g = torch.Generator().manual_seed(0)
         x0 = m.random_base(n, generator=g)
@@ -252,7 +260,29 @@ def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
             xs = sample(model, x0, m, steps=steps)
         names = data.meta.get("columns") if isinstance(data.meta, dict) else None
         return plot_torus_pairs(xs, torch.cat([data.train, data.val, data.test]), out, names=names)
-    raise ValueError(f"plot supports Sphere(2), FlatTorus, R^2, particle and image datasets, not {m!r}")
+    raise ValueError(f"plot supports Sphere(2), FlatTorus, R^2, mesh, particle and image datasets, not {m!r}")
+
+
+def _plot_mesh(model, config, data, out, *, n=2000, steps=20):
+    """Model density at the mesh vertices and model samples, beside the target density (mesh datasets)."""
+    from .plotting import plot_mesh_density
+    from .solvers import log_likelihood, sample
+
+    m = data.manifold
+    dtype = next(model.parameters()).dtype
+    verts = m.vertices.to(dtype)
+    logp = torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in verts.split(2048)])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        xs = sample(model, m.random_base(n, generator=g, dtype=dtype), m, steps=steps)
+    target = None
+    meta = data.meta if isinstance(data.meta, dict) else {}
+    if "mesh" in meta and "k" in meta:
+        from .data.meshes import target_face_density
+
+        target = target_face_density(meta["mesh"], meta["k"], upsample=meta.get("upsample", 3))
+    return plot_mesh_density(m.vertices, m.faces, logp.exp(), out, samples=xs, target_face_density=target,
+                             data=data.test, title=config.dataset)
 
 
 def main(argv=None) -> int:
@@ -295,6 +325,7 @@ def _train(args, dist) -> int:
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
+        premetric=args.premetric, premetric_steps=args.premetric_steps,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

@@ -1,5 +1,6 @@
-"""Plots people would rather look at than read: densities on S^2, pairs of angles on tori, 2-D
-samples, image grids, and particle systems (energy and distance histograms, configurations)."""
+"""Plots people would rather look at than read: densities on S^2 and on triangle meshes, pairs of
+angles on tori, 2-D samples, image grids, and particle systems (energy and distance histograms,
+configurations)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ __all__ = [
     "plot_plane",
     "plot_particles",
     "plot_molecules",
+    "plot_mesh_density",
     "latlon_to_sphere",
 ]
 
@@ -267,4 +269,71 @@ def plot_molecules(positions, types, path, *, n: int = 8, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_mesh_density(vertices, faces, vertex_density, path, *, samples=None, target_face_density=None, data=None,
+                      title: str = "", up: str = "y", view: tuple[float, float] = (15.0, -60.0), max_points: int = 2000):
+    """A triangle mesh coloured by a model density, with samples, beside the target density; writes ``path`` (PNG).
+
+    Left: every face coloured by the mean of ``vertex_density`` over its 3 corners (the model
+    density p(x) = exp(log_likelihood) evaluated at the vertices), model ``samples`` scattered
+    on top.  Right (when ``target_face_density`` is given): the target density per face, with
+    ``data`` points.  Both panels share one colour scale (0 to the 99.5th percentile of the
+    values shown), so equal colours mean equal densities.  Matplotlib draws points without
+    depth tests: points on the far side of the surface show through.
+
+    Args:
+        vertices: ``(V, 3)`` positions; faces: ``(F, 3)`` vertex indices.
+        vertex_density: ``(V,)`` density w.r.t. area at the vertices.
+        samples, data: ``(n, 3)`` points on the surface (at most ``max_points`` drawn each).
+        target_face_density: ``(F,)`` density per face (e.g. :func:`geoflow.data.meshes.target_face_density`).
+        up: the axis drawn vertically: "x", "y" (default; the shipped meshes are y-up) or "z".
+        view: (elevation, azimuth) of the camera in degrees.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import cm, colors
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    V = torch.as_tensor(vertices).detach().cpu().double()
+    F = torch.as_tensor(faces).detach().cpu().long()
+    if V.dim() != 2 or V.shape[1] != 3 or F.dim() != 2 or F.shape[1] != 3:
+        raise ValueError(f"`vertices` must be (V, 3) and `faces` (F, 3), got {tuple(V.shape)} and {tuple(F.shape)}")
+    dens = torch.as_tensor(vertex_density).detach().cpu().double()
+    if dens.shape != (V.shape[0],):
+        raise ValueError(f"`vertex_density` must have shape ({V.shape[0]},), got {tuple(dens.shape)}")
+    if up not in ("x", "y", "z"):
+        raise ValueError(f"`up` must be 'x', 'y' or 'z', got {up!r}")
+    order = {"x": [1, 2, 0], "y": [2, 0, 1], "z": [0, 1, 2]}[up]  # drawn (horizontal, depth, vertical)
+    panels = [("model density" + (" and samples" if samples is not None else ""), dens[F].mean(-1), samples)]
+    if target_face_density is not None:
+        tf = torch.as_tensor(target_face_density).detach().cpu().double()
+        if tf.shape != (F.shape[0],):
+            raise ValueError(f"`target_face_density` must have shape ({F.shape[0]},), got {tuple(tf.shape)}")
+        panels.append(("target density" + (" and data" if data is not None else ""), tf, data))
+    finite = torch.cat([v[torch.isfinite(v)] for _, v, _ in panels])
+    vmax = float(torch.quantile(finite, 0.995)) if finite.numel() else 1.0
+    norm = colors.Normalize(vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
+    cmap = matplotlib.colormaps["viridis"]
+    Vd = V[:, order]
+    tris = Vd[F].numpy()
+    lo, hi = Vd.min(0).values, Vd.max(0).values
+    fig = plt.figure(figsize=(5.2 * len(panels) + 0.8, 5.2))
+    for i, (name, values, pts) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+        fc = cmap(norm(torch.nan_to_num(values, nan=0.0).numpy()))
+        ax.add_collection3d(Poly3DCollection(tris, facecolors=fc, edgecolors="none", linewidths=0))
+        if pts is not None:
+            p = torch.as_tensor(pts).detach().cpu().double()[:max_points][:, order]
+            ax.scatter(p[:, 0].numpy(), p[:, 1].numpy(), p[:, 2].numpy(), s=1.5, c="red", alpha=0.6, depthshade=False)
+        for setter, a, b in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), lo.tolist(), hi.tolist()):
+            setter(a, b)
+        ax.set_box_aspect((hi - lo).tolist())
+        ax.view_init(*view)
+        ax.set_axis_off()
+        ax.set_title(f"{title + ': ' if title else ''}{name}", fontsize=9)
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=fig.axes, shrink=0.6, label="density (1 / area)")
     return _save(fig, path)

@@ -141,9 +141,12 @@ class Mesh(Manifold):
     Geometry (induced by R^3):
 
     * ``projx(x)``: the closest point on the mesh (exact: candidate faces from a KD-tree on
-      face centroids, exact point-triangle distances, certified by the bound
-      |x - c_f| - r_f <= dist(x, f), with a full search for the rare uncertified points).
-    * ``proju(x, u) = u - <u, n_f> n_f`` with n_f the unit normal of the face holding x.
+      a grid of points on every face, exact point-triangle distances, certified by the
+      grid's covering radius, with a wider search for the rare uncertified points; see
+      :meth:`locate`).
+    * ``proju(x, u) = u - <u, n(x)> n(x)`` with n(x) the smooth normal (barycentric
+      interpolation of area-weighted vertex normals, :meth:`normal`; see :meth:`proju` for why
+      not the face normal).
     * ``expmap(x, u) = retr(x, u) = projx(x + u)``: a projected step, i.e. a *retraction*,
       not the exponential map (a polyhedral surface has no smooth geodesic flow across
       edges and vertices); exact within a face, first-order accurate otherwise.
@@ -175,7 +178,8 @@ class Mesh(Manifold):
             ``"dijkstra"`` (default; shortest paths along edges, an upper bound of the
             geodesic distance, scipy.sparse.csgraph) or ``"heat"`` (the heat method of
             Crane et al. 2013 through the optional package ``potpourri3d``, symmetrised).
-        k_candidates: faces examined per point by the closest-point search (default 8).
+        k_candidates: the closest-point search examines the faces of the 2 k_candidates
+            nearest search points (a grid on each face; default 8).
 
     Shapes: points and tangent vectors ``(*batch, 3)``.
     """
@@ -305,6 +309,11 @@ class Mesh(Manifold):
         self.total_area = float(self._areas.sum())
         self._log_area = math.log(self.total_area)
         self._normals = cr / area2[:, None]
+        # Vertex normals: area-weighted mean of the adjacent face normals (cr = 2 area n_f), normalised.
+        vn = np.zeros_like(V)
+        for k in range(3):
+            np.add.at(vn, F[:, k], cr)
+        self._vnormals = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
         self.scale = float(np.linalg.norm(V.max(0) - V.min(0)))  # bounding-box diagonal
         # dual basis of (e1, e2) in the face plane: b1(x) = <d1, x - a>, b2(x) = <d2, x - a>
         g11, g12, g22 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
@@ -319,6 +328,24 @@ class Mesh(Manifold):
         from scipy.spatial import cKDTree
 
         self._tree = cKDTree(cent)
+        # Search points: a barycentric grid on each face (n_f divisions) so that every point of
+        # face f lies within delta_f <= l_f / (n_f sqrt 3) of one of its grid points (l_f its
+        # longest edge; the grid's sub-triangles are similar to f, and a triangle is covered by
+        # discs of radius longest edge / sqrt 3 around its corners).  A face none of whose grid
+        # points is among the k nearest ones is then at least d_k - delta away from the query.
+        le = np.sqrt(np.stack([(e1 * e1).sum(1), (e2 * e2).sum(1), ((c - b) ** 2).sum(1)], 1).max(1))
+        target = 0.5 * float(np.median(self._face_radius))
+        n_div = np.maximum(1, np.ceil(le / (np.sqrt(3.0) * target))).astype(np.int64)
+        self._grid_delta = float((le / (np.sqrt(3.0) * n_div)).max()) * (1 + 1e-9)
+        pts, owner = [], []
+        for n in np.unique(n_div):
+            fs = np.nonzero(n_div == n)[0]
+            ij = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)], dtype=np.float64) / n  # (P, 2)
+            q = a[fs, None, :] + ij[None, :, 0, None] * e1[fs, None, :] + ij[None, :, 1, None] * e2[fs, None, :]
+            pts.append(q.reshape(-1, 3))
+            owner.append(np.repeat(fs, ij.shape[0]))
+        self._grid_owner = np.concatenate(owner)
+        self._grid_tree = cKDTree(np.concatenate(pts))
 
     def _laplacian(self):
         return cotangent_laplacian(self._V, self._F)
@@ -421,6 +448,7 @@ class Mesh(Manifold):
                 "V": self._V,
                 "F": self._F,
                 "normals": self._normals,
+                "vnormals": self._vnormals,
                 "bgrad": self._bgrad,
                 "areas": self._areas,
                 "biharmonic": self._embed["biharmonic"],
@@ -437,10 +465,12 @@ class Mesh(Manifold):
     def locate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Face holding the closest mesh point to each x, and the distance to the mesh.
 
-        Exact closest-point search: the ``k_candidates`` faces with the nearest centroids
-        (KD-tree) are tested exactly; a point is certified when the k-th centroid distance
-        exceeds its best distance plus the largest centroid-to-vertex radius (no other face
-        can be closer), else all faces are tested for it.  The result of the last call is
+        Exact closest-point search: the faces owning the k = 2 ``k_candidates`` nearest search
+        points (a barycentric grid on every face, KD-tree) are tested exactly; a point is
+        certified when the k-th search-point distance d_k exceeds its best distance plus the
+        grid's covering radius delta (every other face is at least d_k - delta away), else
+        the faces that can still be closer are found with a ball query on the face centroids
+        and tested (rare: the grid is about twice as fine as the faces).  The result of the last call is
         cached for the same, unmodified tensor.
 
         Shapes: x ``(*batch, 3)`` -> face ``(*batch,)`` int64, distance ``(*batch,)`` (x's dtype).
@@ -452,17 +482,17 @@ class Mesh(Manifold):
         p = x.detach().reshape(-1, 3).to(torch.float64).cpu()
         n = p.shape[0]
         nf = self._F.shape[0]
-        k = min(self.k_candidates, nf)
+        k = min(2 * self.k_candidates, self._grid_owner.shape[0])
         if n == 0:
             face = torch.zeros(0, dtype=torch.long)
             dist = torch.zeros(0, dtype=torch.float64)
         else:
-            dc, idx = self._tree.query(p.numpy(), k=k)
-            idx = torch.from_numpy(np.asarray(idx).reshape(n, k))
+            dc, idx = self._grid_tree.query(p.numpy(), k=k)
+            idx = torch.from_numpy(self._grid_owner[np.asarray(idx).reshape(n, k)])
             dc = torch.from_numpy(np.asarray(dc).reshape(n, k))
             face, dist = self._best_face(p, idx)
-            if k < nf:
-                bad = (dc[:, -1] - self._radius <= dist).nonzero().flatten()
+            if k < self._grid_owner.shape[0]:
+                bad = (dc[:, -1] - self._grid_delta <= dist).nonzero().flatten()
                 if bad.numel():
                     f2, d2 = self._refine(p[bad], dist[bad])
                     better = d2 < dist[bad]
@@ -504,14 +534,21 @@ class Mesh(Manifold):
         return face, dist
 
     def _best_face(self, p: torch.Tensor, idx: torch.Tensor):
-        """Among candidate faces idx ``(n, k)`` the closest to p ``(n, 3)`` (float64, CPU)."""
+        """Among candidate faces idx ``(n, k)`` (repeats allowed) the closest to p ``(n, 3)`` (float64, CPU)."""
+        n, k = idx.shape
+        nf = self._F.shape[0]
+        key = np.unique((np.arange(n)[:, None] * nf + idx.numpy()).reshape(-1))  # distinct (row, face), sorted by row
+        row, flat = key // nf, key % nf
         V = torch.from_numpy(self._V)
-        tri = V[torch.from_numpy(self._F)[idx]]  # (n, k, 3, 3)
-        q = closest_point_on_triangles(p[:, None, :], tri[..., 0, :], tri[..., 1, :], tri[..., 2, :])
-        d2 = ((q - p[:, None, :]) ** 2).sum(-1)
-        j = d2.argmin(1)
-        r = torch.arange(p.shape[0])
-        return idx[r, j].clone(), d2[r, j].sqrt()
+        tri = V[torch.from_numpy(self._F[flat])]  # (P, 3, 3)
+        pr = p[torch.from_numpy(row)]
+        q = closest_point_on_triangles(pr, tri[:, 0], tri[:, 1], tri[:, 2])
+        d2 = ((q - pr) ** 2).sum(-1).numpy()
+        order = np.lexsort((d2, row))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = row[order][1:] != row[order][:-1]
+        sel = order[first]  # one per row, rows in order (every row has a candidate)
+        return torch.from_numpy(flat[sel]), torch.from_numpy(np.sqrt(d2[sel]))
 
     def barycentric(self, x: torch.Tensor, face: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Barycentric coordinates of x in its face (located unless ``face`` is given), differentiable in x.
@@ -565,12 +602,11 @@ class Mesh(Manifold):
         return True, None
 
     def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
-        face, _ = self.locate(x)
-        n = self._table("normals", u.dtype, u.device)[face]
+        n = self.normal(x)
         err = (n * u).sum(-1).abs()
         worst = float(err.max()) if err.numel() else 0.0
         if worst > atol * self.scale + rtol * float(u.abs().max() if u.numel() else 0.0):
-            return False, f"expected u in the plane of x's face (<u, n_f> = 0), but max |<u, n_f>| = {worst:.3g}; use proju to project"
+            return False, f"expected u tangent at x (<u, n(x)> = 0 for the smooth normal n of Mesh.normal), but max |<u, n(x)>| = {worst:.3g}; use proju to project"
         return True, None
 
     # ------------------------------------------------------------- geometry
@@ -581,10 +617,31 @@ class Mesh(Manifold):
         tri = V[self._table("F", None, x.device)[face]]
         return closest_point_on_triangles(x, tri[..., 0, :], tri[..., 1, :], tri[..., 2, :])
 
+    def normal(self, x: torch.Tensor, face: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The smooth unit normal at x: n(x) = N / |N|, N = sum_i b_i(x) n_i (Phong interpolation).
+
+        n_i are the vertex normals (area-weighted means of the adjacent face normals) and b_i the
+        barycentric coordinates of x in its face, so n(x) is continuous across edges and
+        differentiable in x inside a face.  Shapes: x ``(*batch, 3)`` -> ``(*batch, 3)``.
+        """
+        face, b = self.barycentric(x, face)
+        vn = self._table("vnormals", x.dtype, x.device)[self._table("F", None, x.device)[face]]  # (*batch, 3, 3)
+        n = (b.unsqueeze(-1) * vn).sum(-2)
+        return n / norm_safe(n, dim=-1, keepdim=True)
+
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """u - <u, n_f> n_f, n_f the unit normal of the face holding x."""
-        face, _ = self.locate(x)
-        n = self._table("normals", u.dtype, u.device)[face]
+        """u - <u, n(x)> n(x) with the smooth (interpolated vertex) normal n(x) of :meth:`normal`.
+
+        Why not the face normal: a vector field projected onto the face planes jumps across
+        every edge, and the divergence inside the faces misses the mass that the jumps create
+        or destroy, so likelihoods of such fields are wrong (measured on an icosphere: test
+        NLL 2.19 for a flow whose samples match the target as well as a Sphere(2) flow with NLL
+        0.70).  With the smooth normal the projected field is continuous and its divergence,
+        which now includes the derivative of n(x), carries the curvature term; the same
+        flow's NLL on the icosphere then agrees with the sphere's.  The difference between
+        n(x) and the face normal is of the order of the mesh's dihedral angles.
+        """
+        n = self.normal(x)
         return u - (u * n).sum(-1, keepdim=True) * n
 
     def egrad2rgrad(self, x, u):

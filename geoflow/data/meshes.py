@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from typing import Optional
 
 import numpy as np
@@ -33,7 +34,15 @@ from manifolds.mesh import Mesh, cotangent_laplacian, laplacian_eigenpairs
 
 from ._parsing import read_bytes
 
-__all__ = ["MESHES", "MESH_EIGENFUNCTIONS", "load_mesh", "eigenfunction_density", "sample_mesh_density", "mesh_splits"]
+__all__ = [
+    "MESHES",
+    "MESH_EIGENFUNCTIONS",
+    "load_mesh",
+    "eigenfunction_density",
+    "sample_mesh_density",
+    "mesh_splits",
+    "target_face_density",
+]
 
 #: Shipped meshes: file, scale applied at load, sha256 of the file.
 MESHES = {
@@ -86,18 +95,47 @@ def _midpoint_subdivide(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.nd
     return Vn, Fn
 
 
+_CACHE_VERSION = 1
+
+
+def _face_prob_cache(name: str, k: int, upsample: int) -> str:
+    from .particles import cache_dir
+
+    return os.path.join(cache_dir(), f"mesh-{name}-{MESHES[name][2][:12]}-k{k}-up{upsample}-v{_CACHE_VERSION}.npy")
+
+
 @functools.lru_cache(maxsize=8)
 def _density_cached(name: str, k: int, upsample: int):
     V, F = _read_mesh(name)
     for _ in range(upsample):
         V, F = _midpoint_subdivide(V, F)
+    path = _face_prob_cache(name, k, upsample) if upsample > 0 else None
+    if path is not None and os.path.exists(path):
+        try:
+            p = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: corrupt cached mesh density ({exc}); delete the file to recompute it") from None
+        if p.shape != (F.shape[0],) or p.dtype != np.float64 or not np.isfinite(p).all() or (p < 0).any():
+            raise ValueError(f"{path}: cached mesh density of shape {p.shape} and dtype {p.dtype} (expected "
+                             f"({F.shape[0]},) float64, finite, >= 0); delete the file to recompute it")
+        return V, F, p
     L, M = cotangent_laplacian(V, F)
     _, vecs = laplacian_eigenpairs(L, M, k + 1)
     phi = vecs[:, k]
     if phi[np.argmax(np.abs(phi))] < 0:
         phi = -phi
     w = np.maximum(phi[F].mean(1), 0.0)
-    return V, F, w / w.sum()
+    p = w / w.sum()
+    if path is not None:  # the refined eigensolve takes tens of seconds: keep its result on disk
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, p, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:  # pragma: no cover - a read-only cache only costs time
+            pass
+    return V, F, p
 
 
 def eigenfunction_density(name: str, k: int, *, upsample: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,7 +146,9 @@ def eigenfunction_density(name: str, k: int, *, upsample: int = 3) -> tuple[torc
         k: eigenfunction index (>= 1; 10, 50 and 100 are the published sets).
         upsample: midpoint-subdivision rounds before the eigensolve (default 3 as published:
             5000 -> 320000 faces for the bunny, about 40 s of eigensolve on one CPU core; the
-            result is cached in memory).
+            face probabilities are cached in memory and, for ``upsample > 0``, on disk as
+            ``mesh-{name}-{sha}-k{k}-up{upsample}-v1.npy`` in
+            :func:`geoflow.data.particles.cache_dir` (``$GEOFLOW_CACHE`` or ``~/.cache/geoflow``)).
 
     Returns:
         ``(vertices (V', 3) float64, faces (F', 3) int64, face_prob (F',) float64)``.
@@ -155,3 +195,23 @@ def mesh_splits(
     n_val, n_test = int(round(n * fractions[1])), int(round(n * fractions[2]))
     n_train = n - n_val - n_test
     return x[:n_train], x[n_train : n_train + n_val], x[n_train + n_val :]
+
+
+def target_face_density(name: str, k: int, *, upsample: int = 3) -> torch.Tensor:
+    """The eigenfunction-k target as a density per face of the *shipped* (unrefined) mesh, for plots.
+
+    Midpoint subdivision puts child j of face f at index j F + f, so after any number of
+    rounds refined face i lies in original face i mod F0; the mass of each original face is
+    the sum of its children's probabilities, divided by its area (units 1 / area of the
+    scaled mesh, as :func:`load_mesh`).
+
+    Returns:
+        ``(F0,)`` float64 density w.r.t. area; integrates to 1 over the surface.
+    """
+    _, _, p = eigenfunction_density(name, k, upsample=upsample)
+    V0, F0 = _read_mesh(_check_name(name))
+    mass = torch.bincount(torch.arange(p.shape[0]) % F0.shape[0], weights=p, minlength=F0.shape[0])
+    V0, F0 = torch.from_numpy(V0), torch.from_numpy(F0)
+    a, b, c = V0[F0[:, 0]], V0[F0[:, 1]], V0[F0[:, 2]]
+    area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
+    return mass / area

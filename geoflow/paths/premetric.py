@@ -149,6 +149,10 @@ class PremetricPath:
             xr = x.detach().requires_grad_(True)
             d = self.distance(xr, x1.detach())
             (g,) = torch.autograd.grad(d.sum(), xr)
+        if self._mesh:  # the in-face gradient: the path moves inside the faces (projected steps)
+            face, _ = self.manifold.locate(x)
+            n = self.manifold._table("normals", g.dtype, g.device)[face]
+            return d.detach(), g - (g * n).sum(-1, keepdim=True) * n
         return d.detach(), self.manifold.proju(x, g)
 
     def _step_dir(self, d, g):
@@ -220,4 +224,6 @@ class PremetricPath:
         tilde = 1 - kappa
         ratio = torch.where(tilde > 1e-3, d / torch.where(tilde > 1e-3, tilde, 1.0), d0)
         dx_t = -d_kappa.reshape(d_kappa.shape + (1,) * k) * self._step_dir(ratio, g)
+        if self._mesh:  # the premetric gradient lies in the face plane; the model's outputs in the smooth tangent plane
+            dx_t = m.proju(x_t, dx_t)
         return PathSample(x_t=x_t, dx_t=dx_t, t=t, x0=x0, x1=x1)

@@ -14,7 +14,8 @@ _ACTIVATIONS = ("silu", "gelu", "relu", "tanh", "softplus")
 _SCHEDULERS = ("condot", "cosine")
 _METHODS = ("euler", "midpoint", "rk4")
 _MODELS = ("auto", "mlp", "unet", "egnn", "tfn")
-_PATHS = ("auto", "geodesic", "affine")
+_PATHS = ("auto", "geodesic", "affine", "premetric")
+_PREMETRICS = ("biharmonic", "diffusion")
 _COUPLINGS = ("independent", "ot", "ot-sinkhorn", "alignment", "ot-align")
 _DIVERGENCES = ("auto", "exact", "hutchinson")
 
@@ -64,8 +65,11 @@ class TrainConfig:
             "auto" (default): the U-Net for image datasets (flat space with point shape
             (C, H, W)), the EGNN for particle systems (``CoMFree``), the MLP otherwise.
         path: "geodesic" (:class:`geoflow.paths.GeodesicPath`, RCFM loss), "affine"
-            (:class:`geoflow.paths.AffinePath`, CFM loss; flat space only) or "auto" (default):
-            affine on flat space, geodesic otherwise.  Validation is the NLL on geodesic paths
+            (:class:`geoflow.paths.AffinePath`, CFM loss; flat space only), "premetric"
+            (:class:`geoflow.paths.PremetricPath`, RCFM loss: on a :class:`manifolds.Mesh` with
+            the spectral premetric ``premetric``, elsewhere with the geodesic distance
+            ``manifold.dist``) or "auto" (default): affine on flat space, premetric on meshes
+            (which have no closed-form geodesics), geodesic otherwise.  Validation is the NLL on geodesic paths
             and the CFM loss of the EMA model on affine ones (likelihoods of 64-dimensional
             images cost too much to evaluate during training).
         cond_drop: labelled datasets (``digits``) train a class-conditional model; each label is
@@ -87,6 +91,10 @@ class TrainConfig:
         nll_divergence: divergence of likelihoods: "exact", "hutchinson" (one Gaussian probe
             per point and step, from a fixed seed) or "auto" (default): exact up to 64
             dimensions, Hutchinson above (e.g. LJ55's 162).
+        premetric: the premetric of the premetric path on a mesh: "biharmonic" (default) or
+            "diffusion" (Chen & Lipman 2023; the diffusion time is the mesh's ``tau``).
+        premetric_steps: projected Euler steps that :class:`geoflow.paths.PremetricPath`
+            takes to draw x_t (default 8).
         test_points: test points for the final NLL (a seeded subset; 0: all).
         ess_samples: Boltzmann datasets (``energy`` known): samples drawn from the final model
             (``qm9``: molecules sampled for the stability scores)
@@ -127,9 +135,12 @@ class TrainConfig:
     nll_divergence: str = "auto"
     ess_samples: int = 2000
     test_points: int = 0
+    premetric: str = "biharmonic"
+    premetric_steps: int = 8
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels"):
+        for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels",
+                     "premetric_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
@@ -159,6 +170,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.model must be one of {_MODELS}, got {self.model!r}")
         if self.path not in _PATHS:
             raise ValueError(f"TrainConfig.path must be one of {_PATHS}, got {self.path!r}")
+        if self.premetric not in _PREMETRICS:
+            raise ValueError(f"TrainConfig.premetric must be one of {_PREMETRICS}, got {self.premetric!r}")
         if isinstance(self.cond_drop, bool) or not isinstance(self.cond_drop, (int, float)) or not 0 <= self.cond_drop <= 1:
             raise ValueError(f"TrainConfig.cond_drop must lie in [0, 1], got {self.cond_drop!r}")
         if self.coupling not in _COUPLINGS:

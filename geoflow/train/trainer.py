@@ -12,17 +12,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from manifolds import CoMFree, Euclidean
+from manifolds import CoMFree, Euclidean, Mesh
 
 from ..couplings import AlignmentCoupling, OTCoupling
 from ..losses import cfm_loss, rcfm_loss
 from ..nn import EMA, EGNNVelocity, MLPVelocity, TFNVelocity, UNetVelocity
-from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath
+from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath, PremetricPath
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, init_distributed
 
-__all__ = ["Trainer", "train", "build_model", "resolve_model", "resolve_path", "TrainingDiverged"]
+__all__ = ["Trainer", "train", "build_model", "build_path", "resolve_model", "resolve_path", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,12 +43,31 @@ def resolve_model(config: TrainConfig, manifold) -> str:
 
 
 def resolve_path(config: TrainConfig, manifold) -> str:
-    """The path kind of ``config.path`` ("auto": "affine" on flat space, "geodesic" otherwise)."""
+    """The path kind of ``config.path`` ("auto": "affine" on flat space, "premetric" on meshes, "geodesic" otherwise)."""
+    mesh = isinstance(manifold, Mesh)
     if config.path != "auto":
         if config.path == "affine" and not isinstance(manifold, Euclidean):
-            raise ValueError(f"path 'affine' needs flat space, but the dataset lives on {manifold!r}; use path 'geodesic'")
+            other = "premetric" if mesh else "geodesic"
+            raise ValueError(f"path 'affine' needs flat space, but the dataset lives on {manifold!r}; use path {other!r}")
+        if config.path == "geodesic" and mesh:
+            raise ValueError(f"path 'geodesic' needs closed-form geodesics, which a triangle mesh lacks ({manifold!r}); "
+                             "use path 'premetric' (or 'auto')")
         return config.path
+    if mesh:
+        return "premetric"
     return "affine" if isinstance(manifold, Euclidean) else "geodesic"
+
+
+def build_path(config: TrainConfig, manifold):
+    """The probability path of ``config`` on ``manifold`` (see :func:`resolve_path`), without per-batch input checks."""
+    kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
+    kind = resolve_path(config, manifold)
+    if kind == "affine":
+        return AffinePath(kappa, validate=False)
+    if kind == "premetric":
+        premetric = config.premetric if isinstance(manifold, Mesh) else None
+        return PremetricPath(manifold, premetric, kappa, steps=config.premetric_steps, validate=False)
+    return GeodesicPath(manifold, kappa, validate=False)
 
 
 def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None):
@@ -95,7 +114,8 @@ class Trainer:
     """Riemannian flow matching on a dataset from :mod:`geoflow.data`.
 
     Each step draws a batch of data x1 and base samples x0, times t ~ U(0, 1), samples the geodesic
-    path and minimises the RCFM loss (on flat space: the affine path and the CFM loss, see
+    path and minimises the RCFM loss (on flat space: the affine path and the CFM loss; on a
+    triangle mesh: the premetric path of Chen & Lipman 2023 with the RCFM loss; see
     ``TrainConfig.path``).  On labelled datasets the model is class-conditional and each label is
     replaced by the null label with probability ``cond_drop`` (classifier-free guidance).  Every
     ``eval_every`` steps it computes the validation NLL of the EMA model (on affine paths: its CFM
@@ -155,12 +175,10 @@ class Trainer:
         if dist.rank > 0:  # per-rank draws from the global generator (dropout) must differ between ranks
             torch.manual_seed(_rank_seed(config.seed, dist.rank, 0))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
-        kappa = CondOTScheduler() if config.scheduler == "condot" else CosineScheduler()
         self.path_kind = resolve_path(config, self.manifold)
         # Data are validated once at load time and x0 comes from random_base: no per-batch checks.
-        self.path = (AffinePath(kappa, validate=False) if self.path_kind == "affine"
-                     else GeodesicPath(self.manifold, kappa, validate=False))
-        #: Validation metric: "nll" (geodesic paths) or "loss" (the CFM loss, affine paths).
+        self.path = build_path(config, self.manifold)
+        #: Validation metric: "nll" (geodesic and premetric paths) or "loss" (the CFM loss, affine paths).
         self.val_metric = "loss" if self.path_kind == "affine" else "nll"
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         #: The coupling's own stream (Sinkhorn pair draws), one per process.

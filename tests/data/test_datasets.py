@@ -35,7 +35,8 @@ def test_public_names_exist():
 
 def test_available_datasets():
     names = available_datasets()
-    assert names == list(REAL_ROWS) + ["digits"] + list(SYNTHETIC) + ["dw4", "lj13", "lj55"]
+    meshes = [f"{m}_k{k}" for m in ("bunny", "spot") for k in (10, 50, 100)]
+    assert names == list(REAL_ROWS) + ["digits"] + list(SYNTHETIC) + ["dw4", "lj13", "lj55"] + meshes
     names.append("x")  # a copy: the registry is not changed
     assert "x" not in available_datasets()
 
@@ -177,3 +178,40 @@ def test_argument_checks(kwargs, exc, match):
 def test_missing_user_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_dataset("rna", path=tmp_path / "nope.tsv")
+
+
+@pytest.fixture
+def coarse_mesh_targets(monkeypatch):
+    """Mesh targets from the unrefined mesh (a 2500-vertex eigensolve instead of the 40 s refined one)."""
+    import geoflow.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "_MESH_UPSAMPLE", 0)
+
+
+@pytest.mark.parametrize("name", ["bunny_k10", "spot_k100"])
+def test_mesh_datasets(name, coarse_mesh_targets):
+    from geoflow.data.meshes import mesh_splits
+    from manifolds import Mesh
+
+    mesh, k = name.split("_k")
+    ds = load_dataset(name, seed=1, n_samples=500, dtype=torch.float64)
+    assert isinstance(ds.manifold, Mesh) and ds.manifold.premetric == "biharmonic" and ds.manifold.n_eigs == 100
+    assert (ds.train.shape, ds.val.shape, ds.test.shape) == ((400, 3), (50, 3), (50, 3))
+    assert ds.train.dtype == torch.float64
+    assert ds.meta["counts"] == {"total": 500, "train": 400, "val": 50, "test": 50}
+    assert ds.meta["mesh"] == mesh and ds.meta["k"] == int(k) and ds.meta["upsample"] == 0
+    assert f"k={k}" in ds.meta["provenance"] and "Chen & Lipman" in ds.meta["provenance"]
+    assert ds.meta["file"] == f"{mesh}.obj" and len(ds.meta["sha256"]) == 64 and ds.meta["license"]
+    ref = mesh_splits(mesh, int(k), 1, n=500, upsample=0, dtype=torch.float64)
+    for got, want in zip((ds.train, ds.val, ds.test), ref):
+        assert torch.equal(got, want)
+    ds.manifold.check_point(ds.test)  # on the surface
+    other = load_dataset(name, seed=2, n_samples=500)
+    assert not torch.allclose(other.train, ds.train.float())
+
+
+def test_mesh_dataset_arguments(coarse_mesh_targets, tmp_path):
+    with pytest.raises(ValueError, match="only for file-based"):
+        load_dataset("bunny_k10", path=tmp_path / "x.obj")
+    with pytest.raises(ValueError, match="bunny_k10"):
+        load_dataset("bunny_k20")  # lists the valid names

@@ -100,12 +100,22 @@ def test_proju_and_checks(blob, gen, dtype):
     blob.check_point(x)
     u = blob.proju(x, torch.randn(x.shape, generator=gen, dtype=dtype))
     blob.check_vector(x, u)
-    face, _ = blob.locate(x)
-    n = blob.face_normals[face].to(dtype)
+    n = blob.normal(x)
     assert float((u * n).sum(-1).abs().max()) < 10 * TOL[dtype]
     torch.testing.assert_close(blob.proju(x, u), u, atol=10 * TOL[dtype], rtol=0)
+    # n(x) is the Phong normal: a unit vector, equal to the vertex normal at a vertex, within the
+    # dihedral angles of the face normal, and continuous across an edge (both faces agree there).
+    torch.testing.assert_close(n.norm(dim=-1), torch.ones(50, dtype=dtype), atol=10 * TOL[dtype], rtol=0)
+    face, _ = blob.locate(x)
+    fn = blob.face_normals[face].to(dtype)
+    assert float((n * fn).sum(-1).min()) > 0.5
+    V, F = blob.vertices, blob.faces
+    v0 = V[F[face[0], 0]].to(dtype)
+    vn = blob.normal(v0[None], face[:1])
+    for f in torch.nonzero((F == F[face[0], 0]).any(-1)).flatten()[:3]:  # every face at that vertex gives the same n
+        torch.testing.assert_close(blob.normal(v0[None], f[None]), vn, atol=10 * TOL[dtype], rtol=0)
     with pytest.raises(ValueError, match="use projx"):
-        blob.check_point(x + 0.05 * n)
+        blob.check_point(x + 0.05 * fn)
     with pytest.raises(ValueError, match="use proju"):
         blob.check_vector(x, u + n)
 

@@ -18,17 +18,25 @@ def ico():
     return Mesh(s.vertices, s.faces, n_eigs=5)
 
 
-def test_rotation_keeps_uniform_density(ico):
-    # a rotation is divergence free on every face (tr(P [w]_x) = 0), so the uniform density stays uniform
+def test_rotation_keeps_uniform_density_up_to_the_mesh_resolution():
+    """A rotation of the sphere keeps the uniform density; on an icosphere the projected flow does so up to
+    the discretisation, and the error falls as the mesh is refined (smooth tangent planes, Mesh.proju)."""
     w = torch.tensor([0.3, -1.0, 0.5], dtype=torch.float64)
 
     def v(x, t):
         return torch.linalg.cross(w.expand_as(x), x, dim=-1)
 
-    x1 = ico.random_base(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    for method in ("euler", "rk4"):
-        lp = log_likelihood(v, x1, ico, method=method, steps=8)
-        torch.testing.assert_close(lp, torch.full_like(lp, -math.log(ico.total_area)), atol=1e-9, rtol=0)
+    errors = []
+    for sub in (2, 3):
+        s = trimesh.creation.icosphere(subdivisions=sub)
+        mesh = Mesh(s.vertices, s.faces, n_eigs=5)
+        x1 = mesh.random_base(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        for method in ("euler", "rk4"):
+            lp = log_likelihood(v, x1, mesh, method=method, steps=8)
+            errors.append((sub, float((lp + math.log(mesh.total_area)).abs().max())))
+    coarse = max(e for s, e in errors if s == 2)
+    fine = max(e for s, e in errors if s == 3)
+    assert fine < 0.01 and fine < coarse / 2, errors
 
 
 def test_mesh_likelihood_approaches_sphere(ico):

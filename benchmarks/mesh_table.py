@@ -1,0 +1,170 @@
+"""The mesh NLL table: eigenfunction densities on the Stanford bunny and Spot (Chen & Lipman 2023, Table 3).
+
+Each (dataset, premetric, seed) is one `geoflow train` run (premetric path + RCFM loss, at most
+15 minutes on a 2-core CPU); results accumulate in benchmarks/results/mesh_table.json (row
+"DATASET/PREMETRIC" -> mean, std, per-seed values, minutes per run and the command that
+reproduces a run), so the table can be filled over several sessions: runs already recorded with
+the same settings are skipped; changing SETTINGS starts the row afresh.  The first run of a
+(mesh, k) also solves the target's eigenproblem on the refined mesh (tens of seconds, then cached
+in ~/.cache/geoflow).
+
+Rows: bunny_k10 and spot_k100 with 3 seeds and both premetrics (the published cells), the other
+k with 1 seed each.
+
+Usage:
+    python benchmarks/mesh_table.py                       # every row (see --help), one run at a time
+    python benchmarks/mesh_table.py --jobs 2 --threads 1  # two runs at a time, one thread each
+    python benchmarks/mesh_table.py --datasets bunny_k10 --premetrics biharmonic --seeds 0
+    python benchmarks/mesh_table.py --print               # the table beside the published numbers
+    python benchmarks/mesh_table.py --smoke               # tiny runs into a scratch file (checks the script)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "mesh_table.json"
+
+#: Published test NLL (Chen & Lipman 2023, "Flow Matching on General Geometries", Table 3): (mesh_k, premetric) -> mean.
+PUBLISHED = {
+    ("bunny_k10", "biharmonic"): 1.06,
+    ("bunny_k10", "diffusion"): 1.16,
+    ("spot_k100", "biharmonic"): 1.29,
+    ("spot_k100", "diffusion"): 1.08,
+}
+PREMETRICS = ("biharmonic", "diffusion")
+#: Seeds per dataset (the published cells get 3).
+SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunny_k100": [0], "spot_k10": [0],
+         "spot_k50": [0]}
+
+#: Training settings (each run fits in 15 minutes on the 2-core CPU; see the timing note in the README).
+SETTINGS = ["--steps", "3000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
+            "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "8"]
+COMMON = ["--eval-every", "1000", "--val-points", "1000", "--test-points", "5000", "--nll-steps", "20", "--quiet",
+          "--no-plot"]
+SMOKE = ["--steps", "2", "--batch-size", "16", "--hidden", "16", "--depth", "2", "--n-samples", "200",
+         "--premetric-steps", "2", "--eval-every", "2", "--val-points", "8", "--test-points", "8", "--nll-steps", "2",
+         "--quiet", "--no-plot"]
+
+
+def _load(path):
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(table, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _summarise(entry):
+    vals = [r["test_nll"] for r in entry["runs"].values()]
+    entry["values"] = vals
+    entry["mean"] = statistics.fmean(vals)
+    entry["std"] = statistics.stdev(vals) if len(vals) > 1 else None
+    entry["minutes_per_run"] = statistics.fmean(r["minutes"] for r in entry["runs"].values())
+
+
+def run(rows, seeds, out_root, device_note, jobs=1, threads=None, *, args=None, results=RESULTS):
+    """Run the missing (dataset, premetric, seed) triples, ``jobs`` at a time, each with ``threads`` torch threads."""
+    args = [*SETTINGS, *COMMON] if args is None else args
+    table = _load(results)
+    todo = []
+    settings = shlex.join(args)
+    for ds, pm in rows:
+        key = f"{ds}/{pm}"
+        entry = table.setdefault(key, {"runs": {}})
+        if entry.get("settings") not in (None, settings):
+            entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
+        entry["settings"] = settings
+        for seed in (seeds if seeds is not None else SEEDS[ds]):
+            if entry["runs"].get(str(seed), {}).get("settings") == settings:
+                print(f"{key} seed {seed}: already recorded with these settings, skipped")
+                continue
+            out = Path(out_root) / f"{ds}-{pm}-seed{seed}"
+            cmd = ["geoflow", "train", ds, "--premetric", pm, "--seed", str(seed), "--out", str(out), *args]
+            todo.append((key, seed, out, settings, cmd))
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        device_note = f"{device_note}, {threads} thread(s) per run, {jobs} run(s) at a time"
+    running = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            key, seed, out, settings, cmd = todo.pop(0)
+            if out.exists():
+                shutil.rmtree(out)  # a stale run with other settings must not be resumed
+            proc = subprocess.Popen([sys.executable, "-m", "geoflow.cli", *cmd[1:]], env=env)
+            running.append((proc, time.time(), key, seed, out, settings, cmd))
+        time.sleep(1.0)
+        for item in list(running):
+            proc, t0, key, seed, out, settings, cmd = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                print(f"{key} seed {seed}: FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
+                continue
+            metrics = json.loads((out / "metrics.json").read_text())
+            minutes = (time.time() - t0) / 60
+            entry = table[key]
+            entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
+                                        "train_minutes": metrics["train_seconds"] / 60, "best_step": metrics["best_step"],
+                                        "device": device_note, "settings": settings}
+            entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), "runs/OUT")
+            entry["machine"] = platform.processor() or platform.machine()
+            _summarise(entry)
+            _save(table, results)
+            print(f"{key} seed {seed}: test NLL {metrics['test_nll']:.3f} ({minutes:.1f} min) -> {results}", flush=True)
+
+
+def show(results=RESULTS):
+    table = _load(results)
+    print(f"{'dataset':12s} {'premetric':11s} {'geoflow (mean ± std, n)':28s} {'Chen & Lipman 2023':>18s}  goal")
+    for ds in SEEDS:
+        for pm in PREMETRICS:
+            e = table.get(f"{ds}/{pm}")
+            ours, goal = "not run", ""
+            pub = PUBLISHED.get((ds, pm))
+            if e and e.get("values"):
+                sd = f" ± {e['std']:.2f}" if e.get("std") is not None else ""
+                ours = f"{e['mean']:.2f}{sd} (n={len(e['values'])})"
+                if pub is not None:
+                    goal = "better" if e["mean"] < pub else "worse"
+            print(f"{ds:12s} {pm:11s} {ours:28s} {(f'{pub:.2f}' if pub is not None else '-'):>18s}  {goal}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="*", default=list(SEEDS), choices=list(SEEDS))
+    ap.add_argument("--premetrics", nargs="*", default=list(PREMETRICS), choices=list(PREMETRICS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=None, help="seeds (default: 3 for the published rows, else 1)")
+    ap.add_argument("--out-root", default="runs/mesh_table")
+    ap.add_argument("--device-note", default="cpu (2 cores)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
+    ap.add_argument("--print", action="store_true", help="only print the table")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny runs (2 steps, 200 points) written to results/mesh_table_smoke.json, to check the script")
+    args = ap.parse_args(argv)
+    results = RESULTS.with_name("mesh_table_smoke.json") if args.smoke else RESULTS
+    if not args.print:
+        rows = [(ds, pm) for ds in args.datasets for pm in args.premetrics]
+        run(rows, args.seeds, args.out_root, args.device_note, args.jobs, args.threads,
+            args=SMOKE if args.smoke else None, results=results)
+    show(results)
+
+
+if __name__ == "__main__":
+    main()
