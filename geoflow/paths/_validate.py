@@ -67,3 +67,27 @@ def check_on_manifold(manifold, x0: torch.Tensor, x1: torch.Tensor, where: str =
                 msg = str(exc).replace("`x`", f"`{name}`", 1)
                 raise ValueError(f"{where}: {msg}") from None
         raise
+
+
+def check_path_args(name: str, manifold, scheduler):
+    """Validate the (manifold, scheduler) of a conditional path; returns the scheduler (CondOT if None).
+
+    The scheduler must interpolate from the base to the data: kappa_0 = 0 and kappa_1 = 1.
+    """
+    from manifolds import Manifold
+
+    from .schedulers import CondOTScheduler, Scheduler
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(f"`manifold` must be a manifolds.Manifold, got {type(manifold).__name__}")
+    scheduler = CondOTScheduler() if scheduler is None else scheduler
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"`scheduler` must be a geoflow.paths.Scheduler, got {type(scheduler).__name__}")
+    k, _ = scheduler.kappa(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    if abs(float(k[0])) > 1e-6 or abs(float(k[1]) - 1) > 1e-6:
+        raise ValueError(
+            f"{name} needs a scheduler with alpha_0 = 0 and alpha_1 = 1, got {scheduler!r} with "
+            f"alpha_0 = {float(k[0]):.3g}, alpha_1 = {float(k[1]):.3g}; use CondOTScheduler(), CosineScheduler() "
+            "or PolynomialScheduler(n)"
+        )
+    return scheduler

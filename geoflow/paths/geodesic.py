@@ -7,9 +7,9 @@ import torch
 from manifolds import Manifold
 from manifolds.base import geodesic_and_velocity_jvp
 
-from ._validate import check_on_manifold, check_pair
+from ._validate import check_on_manifold, check_pair, check_path_args
 from .path_sample import PathSample
-from .schedulers import CondOTScheduler, Scheduler
+from .schedulers import Scheduler
 
 __all__ = ["GeodesicPath", "geodesic_velocity_reference"]
 
@@ -52,19 +52,7 @@ class GeodesicPath:
     def __init__(
         self, manifold: Manifold, scheduler: Scheduler | None = None, *, closed_form: bool = True, validate: bool = True
     ):
-        if not isinstance(manifold, Manifold):
-            raise TypeError(f"`manifold` must be a manifolds.Manifold, got {type(manifold).__name__}")
-        scheduler = CondOTScheduler() if scheduler is None else scheduler
-        if not isinstance(scheduler, Scheduler):
-            raise TypeError(f"`scheduler` must be a geoflow.paths.Scheduler, got {type(scheduler).__name__}")
-        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
-        k, _ = scheduler.kappa(ends)
-        if abs(float(k[0])) > 1e-6 or abs(float(k[1]) - 1) > 1e-6:
-            raise ValueError(
-                f"GeodesicPath needs a scheduler with alpha_0 = 0 and alpha_1 = 1, got {scheduler!r} with "
-                f"alpha_0 = {float(k[0]):.3g}, alpha_1 = {float(k[1]):.3g}; use CondOTScheduler(), CosineScheduler() "
-                "or PolynomialScheduler(n)"
-            )
+        scheduler = check_path_args("GeodesicPath", manifold, scheduler)
         self.manifold = manifold
         self.scheduler = scheduler
         self.closed_form = bool(closed_form)

@@ -6,21 +6,13 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from manifolds import Manifold
+from manifolds import Manifold, Mesh
 
-from ._validate import check_on_manifold, check_pair
+from ._validate import check_on_manifold, check_pair, check_path_args
 from .path_sample import PathSample
-from .schedulers import CondOTScheduler, Scheduler
+from .schedulers import Scheduler
 
 __all__ = ["PremetricPath"]
-
-
-def _mesh_type():
-    try:
-        from manifolds.mesh import Mesh
-    except ImportError:  # pragma: no cover
-        return None
-    return Mesh
 
 
 class PremetricPath:
@@ -79,20 +71,8 @@ class PremetricPath:
         steps: int = 8,
         validate: bool = True,
     ):
-        if not isinstance(manifold, Manifold):
-            raise TypeError(f"`manifold` must be a manifolds.Manifold, got {type(manifold).__name__}")
-        scheduler = CondOTScheduler() if scheduler is None else scheduler
-        if not isinstance(scheduler, Scheduler):
-            raise TypeError(f"`scheduler` must be a geoflow.paths.Scheduler, got {type(scheduler).__name__}")
-        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
-        k, _ = scheduler.kappa(ends)
-        if abs(float(k[0])) > 1e-6 or abs(float(k[1]) - 1) > 1e-6:
-            raise ValueError(
-                f"PremetricPath needs a scheduler with alpha_0 = 0 and alpha_1 = 1, got {scheduler!r}; "
-                "use CondOTScheduler(), CosineScheduler() or PolynomialScheduler(n)"
-            )
-        Mesh = _mesh_type()
-        is_mesh = Mesh is not None and isinstance(manifold, Mesh)
+        scheduler = check_path_args("PremetricPath", manifold, scheduler)
+        is_mesh = isinstance(manifold, Mesh)
         if isinstance(premetric, str):
             if not is_mesh:
                 raise ValueError(f"a premetric name ({premetric!r}) needs a manifolds.Mesh; pass a callable d(x, y) instead")

@@ -31,6 +31,7 @@ from ..data.molecules import QM9_ELEMENTS, load_qm9, pad_molecules, stability
 from ..nn import EMA, EGNNVelocity
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .trainer import TrainingDiverged, _lr_lambda, optimizer_step
 
 __all__ = ["MoleculeTrainer", "sample_molecules", "TYPE_SCALE"]
 
@@ -124,8 +125,6 @@ class MoleculeTrainer:
                                   cond_dim=_K, feature_out_dim=_K)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        from .trainer import _lr_lambda
-
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.step, self.best_val, self.history = 0, math.inf, []
@@ -157,18 +156,9 @@ class MoleculeTrainer:
         x1, h1, batch = self._batch("train", idx)
         loss = self.loss(self.model, x1, h1, batch, self.gen)
         if not torch.isfinite(loss):
-            from .trainer import TrainingDiverged
-
             raise TrainingDiverged(f"loss is {float(loss)} at step {self.step}; the last good checkpoint is "
                                    f"{self.out / 'last.pt'}; lower --lr or raise --grad-clip")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
+        optimizer_step(loss, self.model, self.opt, self.sched, self.ema, cfg.grad_clip)
         self.step += 1
         return float(loss.detach())
 

@@ -99,6 +99,18 @@ def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None
     )
 
 
+def optimizer_step(loss, model, opt, sched, ema, grad_clip: float) -> None:
+    """Backward, gradient-norm clipping (``grad_clip`` > 0), optimiser and schedule step, EMA update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    if ema is not None:
+        ema.update(model)
+
+
 def _lr_lambda(config: TrainConfig):
     def f(step: int) -> float:
         if config.warmup and step < config.warmup:
@@ -336,14 +348,7 @@ class Trainer:
                 f"loss is {float(global_loss)} at step {self.step} (batch indices {idx[:8].tolist()}...); "
                 f"the last good checkpoint is {self.out / 'last.pt'}; lower --lr or raise --grad-clip"
             )
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
+        optimizer_step(loss, self.model, self.opt, self.sched, self.ema, cfg.grad_clip)
         self.step += 1
         return float(global_loss)
 
