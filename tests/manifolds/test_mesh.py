@@ -95,6 +95,22 @@ def test_projx_matches_brute_force(blob, gen):
     torch.testing.assert_close(blob.projx(p), p, atol=1e-12, rtol=0)  # idempotent
 
 
+@pytest.mark.parametrize("step", [0.0, 0.01, 0.2, 3.0])
+def test_locate_matches_brute_force(blob, gen, step):
+    # the certified candidate search gives the brute-force face and distance, for points on the
+    # surface, near it and far from it
+    x = blob.random_base(400, generator=gen, dtype=torch.float64)
+    y = x + step * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    V, F = blob.vertices, blob.faces
+    tri = V[F]
+    allq = closest_point_on_triangles(y[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+    best = (allq - y[:, None]).norm(dim=-1).min(1).values
+    face, dist = blob.locate(y)
+    torch.testing.assert_close(dist, best, atol=1e-12, rtol=0)
+    q = closest_point_on_triangles(y, tri[face, 0], tri[face, 1], tri[face, 2])
+    torch.testing.assert_close((q - y).norm(dim=-1), best, atol=1e-12, rtol=0)
+
+
 def test_proju_and_checks(blob, gen, dtype):
     x = blob.random_base(50, generator=gen, dtype=dtype)
     blob.check_point(x)
