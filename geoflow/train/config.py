@@ -33,6 +33,13 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "lj55": dict(steps=3000, batch_size=32, lr=5e-4, hidden=64, depth=5, time_dim=32, eval_every=1000,
                  val_points=100, test_points=500, ess_samples=500, nll_steps=20),
 }
+# Meshes (premetric paths, simulation-based training): the settings of benchmarks/mesh_table.py, about
+# 10 minutes on one CPU core; likelihoods need the closest-point search at every solver stage, so
+# validation uses fewer points and ODE steps than on the sphere.
+for _mesh in ("bunny", "spot"):
+    for _k in (10, 50, 100):
+        DATASET_DEFAULTS[f"{_mesh}_k{_k}"] = dict(steps=2500, depth=4, val_points=500, test_points=5000,
+                                                   nll_steps=20)
 
 
 @dataclass

@@ -125,3 +125,23 @@ def test_resume_on_a_mesh_is_exact(tmp_path, monkeypatch):
     m_res = t2.fit()
     assert torch.equal(_params(full.model), _params(t2.model))
     assert m_full["test_nll"] == m_res["test_nll"]
+
+
+def test_mesh_dataset_defaults_are_the_benchmark_recipe():
+    # `geoflow train bunny_k10` with no options trains what benchmarks/mesh_table.py measures
+    import importlib.util
+    import pathlib
+
+    from geoflow.train import TrainConfig
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_table.py"
+    spec = importlib.util.spec_from_file_location("_mesh_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = [*mod.SETTINGS, *mod.COMMON]
+    flags = {a[2:].replace("-", "_"): args[i + 1] for i, a in enumerate(args)
+             if a.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--")}
+    for ds in mod.SEEDS:
+        cfg = TrainConfig.for_dataset(ds)
+        for name, value in flags.items():
+            assert getattr(cfg, name) == type(getattr(cfg, name))(value), (ds, name)
