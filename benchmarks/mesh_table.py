@@ -22,16 +22,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shlex
-import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mesh_table.json"
 
@@ -57,80 +53,23 @@ SMOKE = ["--steps", "2", "--batch-size", "16", "--hidden", "16", "--depth", "2",
          "--quiet", "--no-plot"]
 
 
-def _load(path):
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save(table, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
-    tmp.replace(path)
-
-
-def _summarise(entry):
-    vals = [r["test_nll"] for r in entry["runs"].values()]
-    entry["values"] = vals
-    entry["mean"] = statistics.fmean(vals)
-    entry["std"] = statistics.stdev(vals) if len(vals) > 1 else None
-    entry["minutes_per_run"] = statistics.fmean(r["minutes"] for r in entry["runs"].values())
-
-
 def run(rows, seeds, out_root, device_note, jobs=1, threads=None, *, args=None, results=RESULTS):
     """Run the missing (dataset, premetric, seed) triples, ``jobs`` at a time, each with ``threads`` torch threads."""
     args = [*SETTINGS, *COMMON] if args is None else args
-    table = _load(results)
-    todo = []
+    table = _runs.load(results)
     settings = shlex.join(args)
+    todo = []
     for ds, pm in rows:
-        key = f"{ds}/{pm}"
-        entry = table.setdefault(key, {"runs": {}})
-        if entry.get("settings") not in (None, settings):
-            entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
-        entry["settings"] = settings
-        for seed in (seeds if seeds is not None else SEEDS[ds]):
-            if entry["runs"].get(str(seed), {}).get("settings") == settings:
-                print(f"{key} seed {seed}: already recorded with these settings, skipped")
-                continue
+        def make_run(seed, ds=ds, pm=pm):
             out = Path(out_root) / f"{ds}-{pm}-seed{seed}"
-            cmd = ["geoflow", "train", ds, "--premetric", pm, "--seed", str(seed), "--out", str(out), *args]
-            todo.append((key, seed, out, settings, cmd))
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-        device_note = f"{device_note}, {threads} thread(s) per run, {jobs} run(s) at a time"
-    running = []
-    while todo or running:
-        while todo and len(running) < jobs:
-            key, seed, out, settings, cmd = todo.pop(0)
-            if out.exists():
-                shutil.rmtree(out)  # a stale run with other settings must not be resumed
-            proc = subprocess.Popen([sys.executable, "-m", "geoflow.cli", *cmd[1:]], env=env)
-            running.append((proc, time.time(), key, seed, out, settings, cmd))
-        time.sleep(1.0)
-        for item in list(running):
-            proc, t0, key, seed, out, settings, cmd = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                print(f"{key} seed {seed}: FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
-                continue
-            metrics = json.loads((out / "metrics.json").read_text())
-            minutes = (time.time() - t0) / 60
-            entry = table[key]
-            entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
-                                        "train_minutes": metrics["train_seconds"] / 60, "best_step": metrics["best_step"],
-                                        "device": device_note, "settings": settings}
-            entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), "runs/OUT")
-            entry["machine"] = platform.processor() or platform.machine()
-            _summarise(entry)
-            _save(table, results)
-            print(f"{key} seed {seed}: test NLL {metrics['test_nll']:.3f} ({minutes:.1f} min) -> {results}", flush=True)
+            return out, ["geoflow", "train", ds, "--premetric", pm, "--seed", str(seed), "--out", str(out), *args]
+
+        todo += _runs.pending(table, f"{ds}/{pm}", settings, seeds if seeds is not None else SEEDS[ds], make_run)
+    _runs.run_pool(todo, table, results, device_note=device_note, jobs=jobs, threads=threads)
 
 
 def show(results=RESULTS):
-    table = _load(results)
+    table = _runs.load(results)
     print(f"{'dataset':12s} {'premetric':11s} {'geoflow (mean ± std, n)':28s} {'Chen & Lipman 2023':>18s}  goal")
     for ds in SEEDS:
         for pm in PREMETRICS:

@@ -13,16 +13,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shlex
-import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rfm_table.json"
 
@@ -44,81 +40,21 @@ SETTINGS = {
 COMMON = ["--eval-every", "1000", "--nll-steps", "30", "--quiet", "--no-plot"]
 
 
-def _load():
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-
-
-def _save(table):
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
-    tmp.replace(RESULTS)
-
-
-def _summarise(entry):
-    vals = [r["test_nll"] for r in entry["runs"].values()]
-    entry["values"] = vals
-    entry["mean"] = statistics.fmean(vals)
-    entry["std"] = statistics.stdev(vals) if len(vals) > 1 else None
-    entry["minutes_per_run"] = statistics.fmean(r["minutes"] for r in entry["runs"].values())
-
-
-def _record(table, ds, seed, out, settings, cmd, minutes, device_note):
-    entry = table[ds]
-    metrics = json.loads((out / "metrics.json").read_text())
-    entry["runs"][str(seed)] = {"test_nll": metrics["test_nll"], "minutes": minutes,
-                                "best_step": metrics["best_step"], "device": device_note,
-                                "settings": settings}
-    entry["command"] = shlex.join(cmd).replace(f"--seed {seed}", "--seed SEED").replace(str(out), f"runs/{ds}-seedSEED")
-    entry["machine"] = platform.processor() or platform.machine()
-    _summarise(entry)
-    _save(table)
-    print(f"{ds} seed {seed}: test NLL {metrics['test_nll']:.3f} ({minutes:.1f} min) -> {RESULTS}", flush=True)
-
-
 def run(datasets, seeds, out_root, device_note, jobs=1, threads=None):
     """Run the missing (dataset, seed) pairs, ``jobs`` at a time, each with ``threads`` torch threads."""
-    table = _load()
+    table = _runs.load(RESULTS)
     todo = []
     for ds in datasets:
-        settings = shlex.join([*SETTINGS[ds], *COMMON])
-        entry = table.setdefault(ds, {"runs": {}})
-        if entry.get("settings") not in (None, settings):
-            entry["runs"] = {}  # new settings: earlier seeds no longer belong to this row
-        entry["settings"] = settings
-        for seed in seeds:
-            if entry["runs"].get(str(seed), {}).get("settings") == settings:
-                print(f"{ds} seed {seed}: already recorded with these settings, skipped")
-                continue
+        def make_run(seed, ds=ds):
             out = Path(out_root) / f"{ds}-seed{seed}"
-            cmd = ["geoflow", "train", ds, "--seed", str(seed), "--out", str(out), *SETTINGS[ds], *COMMON]
-            todo.append((ds, seed, out, settings, cmd))
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-        device_note = f"{device_note}, {threads} thread(s) per run, {jobs} run(s) at a time"
-    running = []
-    while todo or running:
-        while todo and len(running) < jobs:
-            ds, seed, out, settings, cmd = todo.pop(0)
-            if out.exists():
-                shutil.rmtree(out)  # a stale run with other settings must not be resumed
-            proc = subprocess.Popen([sys.executable, "-m", "geoflow.cli", *cmd[1:]], env=env)
-            running.append((proc, time.time(), ds, seed, out, settings, cmd))
-        time.sleep(1.0)
-        for item in list(running):
-            proc, t0, ds, seed, out, settings, cmd = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                print(f"{ds} seed {seed}: FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
-                continue
-            _record(table, ds, seed, out, settings, cmd, (time.time() - t0) / 60, device_note)
+            return out, ["geoflow", "train", ds, "--seed", str(seed), "--out", str(out), *SETTINGS[ds], *COMMON]
+
+        todo += _runs.pending(table, ds, shlex.join([*SETTINGS[ds], *COMMON]), seeds, make_run)
+    _runs.run_pool(todo, table, RESULTS, device_note=device_note, jobs=jobs, threads=threads)
 
 
 def show():
-    table = _load()
+    table = _runs.load(RESULTS)
     print(f"{'dataset':12s} {'geoflow (mean ± std, n)':28s} {'RSGM':>14s} {'RFM':>14s}  goal")
     for ds, pub in PUBLISHED.items():
         e = table.get(ds)
