@@ -38,10 +38,16 @@ class PremetricPath:
     this form Euler is exact for the distance when d is locally linear along the step:
     d_{k+1} = d_k (1 - s_{k+1}) / (1 - s_k), so d(x_t, x1) = kappa~(t) d(x0, x1) holds to second
     order and the last step of a t = 1 sample is a Newton step onto x1; h / (1 - s_k) <= 1,
-    so nothing is singular.  Samples with kappa(t) = 1 return x1 exactly, kappa(t) = 0 x0.  The returned
-    velocity is dx_t = u_t(x_t | x1) from the formula, with two guards: where kappa~(t) < 1e-3
-    the ratio d(x_t, x1) / kappa~(t) is replaced by its limit d(x0, x1), and where x_t == x1
-    (gradient zero) the gradient of the last iterate is used, so values are finite everywhere.
+    so nothing is singular.  Samples with kappa(t) = 1 return x1 exactly, kappa(t) = 0 x0.
+
+    The returned velocity is the flow's velocity on the exact path, where d(x_t, x1) / kappa~(t)
+    = d(x0, x1): dx_t = -kappa'(t) d(x0, x1) g / |g|^2 at the simulated x_t (Chen & Lipman's own
+    implementation uses the same form).  Along it the premetric falls at exactly the rate of the
+    identity, <g, dx_t> = -kappa'(t) d(x0, x1).  The other form, -kappa'/kappa~ d(x_t, x1) g / |g|^2,
+    equals it on the exact path but divides the small path error of d(x_t, x1) by kappa~(t): with
+    8 steps on the bunny a few samples in a thousand near t = 1 got targets 10-60x too large, and
+    such heavy tails dominated the regression loss.  Where x_t == x1 (gradient zero) the gradient
+    of the last iterate is used, so values are finite everywhere.
 
     On a :class:`manifolds.Mesh` with a spectral premetric (and ``premetric=None``) distances
     and gradients come in closed form from the barycentric interpolation of the spectral
@@ -201,9 +207,7 @@ class PremetricPath:
         if bool(flat.any()):
             _, gl = self.dist_and_grad(last, x1)
             g = torch.where(flat, m.proju(x_t, gl), g)
-        tilde = 1 - kappa
-        ratio = torch.where(tilde > 1e-3, d / torch.where(tilde > 1e-3, tilde, 1.0), d0)
-        dx_t = -d_kappa.reshape(d_kappa.shape + (1,) * k) * self._step_dir(ratio, g)
+        dx_t = -d_kappa.reshape(d_kappa.shape + (1,) * k) * self._step_dir(d0, g)
         if self._mesh:  # the premetric gradient lies in the face plane; the model's outputs in the smooth tangent plane
             dx_t = m.proju(x_t, dx_t)
         return PathSample(x_t=x_t, dx_t=dx_t, t=t, x0=x0, x1=x1)
