@@ -15,7 +15,8 @@ the best checkpoint (EMA weights):
   reference: 1-Wasserstein distance W1(E_k, E_ref) <= W1 between the two halves of the reference
   (the sampling noise of ``--n`` / 2 energies).
 
-Usage (the real measurement; about 15 min per run on 2 cores, alignment runs longer):
+Usage (the real measurement; about 15 min per run on 2 cores, alignment runs longer; two systems
+may run at once into the same JSON, each run is merged into the file as it lands):
     python benchmarks/equivariant_flows.py --json benchmarks/results/equivariant_flows.json
 Smoke test:
     python benchmarks/equivariant_flows.py --systems dw4 --steps 20 --n 64 --small
@@ -123,9 +124,14 @@ def main(argv=None):
             print(f"{key}: NLL {res['test_nll']:.3f}  ESS {res['ess']:.4f}  transport {res['transport_cost']:.3f}  "
                   f"path {res['path_length_median']:.3f} (straight {res['straight_length_median']:.3f})  "
                   f"steps needed {res['steps_needed']}", flush=True)
-            if args.json:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(results, indent=2))
+            if args.json:  # merge into what is on disk now (another system may run beside this one), atomically
+                path = Path(args.json)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                on_disk = json.loads(path.read_text()) if path.exists() else {}
+                on_disk[key] = res
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(on_disk, indent=2))
+                tmp.replace(path)
     return results
 
 
