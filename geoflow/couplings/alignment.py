@@ -200,6 +200,7 @@ class _Aligner:
             if count > max_exhaustive:
                 break
         self.perms = self._all_perms(groups, n) if count <= max_exhaustive else None
+        self._perm_mats: dict = {}  # (dtype, device) -> the (n^2, Q) 0/1 matrices of the permutations (2-D)
 
     @staticmethod
     def _all_perms(groups, n) -> torch.Tensor:
@@ -221,11 +222,51 @@ class _Aligner:
 
     def _exhaustive(self, a, b, sq):
         perms = self.perms.to(a.device)
+        if a.shape[-1] == 2:
+            return self._exhaustive_2d(a, b, sq, perms)
         H = torch.einsum("pqkd,pke->pqde", a[:, perms], b)  # (P, Q, D, D)
         best = _max_trace(H, self.reflections).argmax(-1)
         idx = torch.arange(a.shape[0], device=a.device)
         R, tr = _kabsch_from_h(H[idx, best], self.reflections)
         return perms[best], R, sq - 2 * tr
+
+    def _exhaustive_2d(self, a, b, sq, perms):
+        """D = 2: max tr(R H_q) over the Q permutations from four bilinear sums, one matmul each.
+
+        For R = [[c, -s], [s, c]] the trace is c (H00 + H11) + s (H01 - H10), maximised at
+        hypot(H00 + H11, H01 - H10); for the reflection [[c, s], [s, -c]] at hypot(H00 - H11,
+        H01 + H10) (see :func:`_kabsch_from_h`).  H_q = sum_k a_{q(k)} b_k^T, so each of the four
+        combinations is sum_k f(a_{q(k)}, b_k) = <F, M_q> with F[l, k] = f(a_l, b_k) the n x n table
+        of a pair and M_q the 0/1 matrix of permutation q: (P, n^2) @ (n^2, Q) instead of building
+        the (P, Q, 2, 2) matrices H_q.
+        """
+        P, n, _ = a.shape
+        Q = perms.shape[0]
+        key = (a.dtype, a.device)
+        M = self._perm_mats.get(key)
+        if M is None:
+            M = torch.zeros(Q, n, n, dtype=a.dtype, device=a.device)
+            M[torch.arange(Q, device=a.device)[:, None], perms, torch.arange(n, device=a.device)[None, :]] = 1.0
+            M = self._perm_mats[key] = M.reshape(Q, n * n).T.contiguous()  # (n^2, Q)
+        ax, ay = a[..., 0].unsqueeze(-1), a[..., 1].unsqueeze(-1)  # (P, n, 1): index l
+        bx, by = b[..., 0].unsqueeze(-2), b[..., 1].unsqueeze(-2)  # (P, 1, n): index k
+
+        def total(F):
+            return F.reshape(P, n * n) @ M  # (P, Q)
+
+        idx = torch.arange(P, device=a.device)
+        rot_a, rot_b = total(ax * bx + ay * by), total(ax * by - ay * bx)  # H00 + H11, H01 - H10
+        tr = torch.hypot(rot_a, rot_b)
+        if not self.reflections:
+            best = tr.argmax(-1)
+            R, t = _rot2(rot_a[idx, best], rot_b[idx, best], False)
+            return perms[best], R, sq - 2 * t
+        ref_a, ref_b = total(ax * bx - ay * by), total(ax * by + ay * bx)  # H00 - H11, H01 + H10
+        best = torch.maximum(tr, torch.hypot(ref_a, ref_b)).argmax(-1)
+        R, t = _rot2(rot_a[idx, best], rot_b[idx, best], False)
+        F, t2 = _rot2(ref_a[idx, best], ref_b[idx, best], True)
+        R = torch.where((t2 > t)[..., None, None], F, R)
+        return perms[best], R, sq - 2 * torch.maximum(t, t2)
 
     def _gather(self, a, perm):
         return torch.gather(a, 1, perm[..., None].expand_as(a))
