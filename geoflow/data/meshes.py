@@ -42,6 +42,7 @@ __all__ = [
     "sample_mesh_density",
     "mesh_splits",
     "target_face_density",
+    "target_entropy",
 ]
 
 #: Shipped meshes: file, scale applied at load, sha256 of the file.
@@ -215,3 +216,17 @@ def target_face_density(name: str, k: int, *, upsample: int = 3) -> torch.Tensor
     a, b, c = V0[F0[:, 0]], V0[F0[:, 1]], V0[F0[:, 2]]
     area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
     return mass / area
+
+
+def target_entropy(name: str, k: int, *, upsample: int = 3) -> float:
+    """Differential entropy (nats, w.r.t. area of the scaled mesh) of the eigenfunction-k target.
+
+    The target is piecewise constant on the refined faces, p = P_f / A_f, so
+    H = -sum_f P_f log(P_f / A_f) exactly.  It is the smallest test NLL any model can reach in
+    expectation (cross-entropy >= entropy): read published and measured NLLs against it.
+    """
+    V, F, p = eigenfunction_density(name, k, upsample=upsample)
+    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
+    keep = p > 0
+    return float(-(p[keep] * (p[keep] / area[keep]).log()).sum())

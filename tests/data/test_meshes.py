@@ -15,6 +15,7 @@ from geoflow.data.meshes import (  # noqa: E402
     load_mesh,
     mesh_splits,
     sample_mesh_density,
+    target_entropy,
 )
 from manifolds.mesh import Mesh  # noqa: E402
 
@@ -63,6 +64,21 @@ def test_eigenfunction_density_and_samples():
     chi2 = float(((counts[big] - 20000 * p[big]) ** 2 / (20000 * p[big])).sum())
     dof = int(big.sum())
     assert chi2 < dof + 6 * math.sqrt(2 * dof)
+
+
+def test_target_entropy_against_monte_carlo():
+    # H = -E_p[log p]: the closed form over faces against a Monte Carlo mean of -log p(x) at target samples,
+    # and below the uniform density's log(area) (the maximum entropy on the surface)
+    H = target_entropy("bunny", 10, upsample=0)
+    V, F, p = eigenfunction_density("bunny", 10, upsample=0)
+    m = load_mesh("bunny", n_eigs=12)
+    x = sample_mesh_density("bunny", 10, 40000, generator=torch.Generator().manual_seed(1), upsample=0)
+    face, _ = m.locate(x)
+    dens = p / m.face_areas.double()
+    nll = -dens[face].log()
+    se = float(nll.std()) / math.sqrt(nll.numel())
+    assert abs(float(nll.mean()) - H) < 4 * se + 1e-3
+    assert H < math.log(m.total_area) - 0.5
 
 
 def test_mesh_splits_seeded():
