@@ -649,6 +649,11 @@ class Mesh(Manifold):
         which now includes the derivative of n(x), carries the curvature term; the same
         flow's NLL on the icosphere then agrees with the sphere's.  The difference between
         n(x) and the face normal is of the order of the mesh's dihedral angles.
+
+        Known limitation: on meshes with sharp features (the bunny) likelihoods of flows with
+        this projection are still biased: the log-area change of the map the sampler executes
+        differs from the divergence integral by ~0.3 nats (median) for a smooth field, against
+        ~0.01 on an icosphere (``benchmarks/mesh_nll_check.py``, benchmarks/README.md "Meshes").
         """
         n = self.normal(x)
         return u - (u * n).sum(-1, keepdim=True) * n

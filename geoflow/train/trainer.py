@@ -536,6 +536,9 @@ class Trainer:
         tmp.replace(self.out / "metrics.json")
         if test_nll is not None:
             self.log(f"test NLL ({self.config.dataset}, {test.shape[0]} points): {test_nll:.4f}")
+            if isinstance(self.manifold, Mesh):
+                self.log("note: likelihoods on triangle meshes with sharp features are biased (benchmarks/README.md, "
+                         "'Meshes'); compare samples too: geoflow plot " + str(self.out / "best.pt"))
         else:
             self.log(f"test CFM loss ({self.config.dataset}, {self.data.test.shape[0]} points): {metrics['test_loss']:.4f}")
         if "ess" in metrics:
