@@ -254,19 +254,12 @@ class _Aligner:
         def total(F):
             return F.reshape(P, n * n) @ M  # (P, Q)
 
-        idx = torch.arange(P, device=a.device)
-        rot_a, rot_b = total(ax * bx + ay * by), total(ax * by - ay * bx)  # H00 + H11, H01 - H10
-        tr = torch.hypot(rot_a, rot_b)
-        if not self.reflections:
-            best = tr.argmax(-1)
-            R, t = _rot2(rot_a[idx, best], rot_b[idx, best], False)
-            return perms[best], R, sq - 2 * t
-        ref_a, ref_b = total(ax * bx - ay * by), total(ax * by + ay * bx)  # H00 - H11, H01 + H10
-        best = torch.maximum(tr, torch.hypot(ref_a, ref_b)).argmax(-1)
-        R, t = _rot2(rot_a[idx, best], rot_b[idx, best], False)
-        F, t2 = _rot2(ref_a[idx, best], ref_b[idx, best], True)
-        R = torch.where((t2 > t)[..., None, None], F, R)
-        return perms[best], R, sq - 2 * torch.maximum(t, t2)
+        tr = torch.hypot(total(ax * bx + ay * by), total(ax * by - ay * bx))  # |(H00 + H11, H01 - H10)|
+        if self.reflections:
+            tr = torch.maximum(tr, torch.hypot(total(ax * bx - ay * by), total(ax * by + ay * bx)))
+        perm = perms[tr.argmax(-1)]
+        R, cost = self._fit(a, b, perm, sq)  # the rotation of the winner only
+        return perm, R, cost
 
     def _gather(self, a, perm):
         return torch.gather(a, 1, perm[..., None].expand_as(a))

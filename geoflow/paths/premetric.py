@@ -199,7 +199,7 @@ class PremetricPath:
         kappa, d_kappa = self.scheduler.kappa(t)
         kappa = kappa.clamp(0.0, 1.0)
         x_t, d0, last = self.solve(x0, x1, kappa)
-        d, g = self.dist_and_grad(x_t, x1)
+        _, g = self.dist_and_grad(x_t, x1)
         k = m.ndim
         # guard x_t == x1 (t = 1, or x0 == x1): use the gradient of the last iterate
         g2 = (g * g).reshape(g.shape[0], -1).sum(-1)
