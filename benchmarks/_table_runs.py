@@ -1,4 +1,5 @@
-"""Shared machinery of the NLL-table scripts (``rfm_table.py``, ``mesh_table.py``).
+"""Shared machinery of the NLL-table scripts (``rfm_table.py``, ``mesh_table.py``), and the atomic JSON
+load / save / merge the other benchmark scripts use for their results.
 
 A table is a JSON file of rows ``key -> {"runs": {seed: {...}}, "settings", "command", "values",
 "mean", "std", "minutes_per_run", "machine"}``.  Each run is one ``geoflow train`` process; the
@@ -26,10 +27,18 @@ def load(path: Path) -> dict:
 
 
 def save(table: dict, path: Path) -> None:
+    """Write atomically (a per-process temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def merge(path: Path, key: str, value) -> None:
+    """Set ``key`` in the JSON at ``path`` as it is on disk now (other processes may be adding keys), atomically."""
+    table = load(path)
+    table[key] = value
+    save(table, path)
 
 
 def summarise(entry: dict) -> None:

@@ -35,6 +35,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
+
 COUPLINGS = ("independent", "ot", "ot-align", "alignment")
 STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
 
@@ -99,7 +102,7 @@ def main(argv=None):
     ap.add_argument("--small", action="store_true", help="tiny networks and data (smoke test)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    results = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    results = _runs.load(Path(args.json)) if args.json else {}
     for system in args.systems:
         for coupling in args.couplings:
             out = Path(args.out_root) / f"{system}-{coupling}"
@@ -124,14 +127,8 @@ def main(argv=None):
             print(f"{key}: NLL {res['test_nll']:.3f}  ESS {res['ess']:.4f}  transport {res['transport_cost']:.3f}  "
                   f"path {res['path_length_median']:.3f} (straight {res['straight_length_median']:.3f})  "
                   f"steps needed {res['steps_needed']}", flush=True)
-            if args.json:  # merge into what is on disk now (another system may run beside this one), atomically
-                path = Path(args.json)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                on_disk = json.loads(path.read_text()) if path.exists() else {}
-                on_disk[key] = res
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(on_disk, indent=2))
-                tmp.replace(path)
+            if args.json:  # another system may run beside this one: merge into the file as it is now
+                _runs.merge(Path(args.json), key, res)
     return results
 
 

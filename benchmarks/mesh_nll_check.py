@@ -19,12 +19,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 
 def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -115,11 +118,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     res = check(args.checkpoint, args.steps, args.n_test, args.n_uniform)
     if args.json:
-        path = Path(args.json)
-        table = json.loads(path.read_text()) if path.exists() else {}
-        table[args.checkpoint] = res
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(table, indent=2))
+        _runs.merge(Path(args.json), args.checkpoint, res)
 
 
 if __name__ == "__main__":
