@@ -212,10 +212,12 @@ def target_face_density(name: str, k: int, *, upsample: int = 3) -> torch.Tensor
     _, _, p = eigenfunction_density(name, k, upsample=upsample)
     V0, F0 = _read_mesh(_check_name(name))
     mass = torch.bincount(torch.arange(p.shape[0]) % F0.shape[0], weights=p, minlength=F0.shape[0])
-    V0, F0 = torch.from_numpy(V0), torch.from_numpy(F0)
-    a, b, c = V0[F0[:, 0]], V0[F0[:, 1]], V0[F0[:, 2]]
-    area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
-    return mass / area
+    return mass / _face_areas(torch.from_numpy(V0), torch.from_numpy(F0))
+
+
+def _face_areas(V: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    return 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
 
 
 def target_entropy(name: str, k: int, *, upsample: int = 3) -> float:
@@ -226,7 +228,6 @@ def target_entropy(name: str, k: int, *, upsample: int = 3) -> float:
     expectation (cross-entropy >= entropy): read published and measured NLLs against it.
     """
     V, F, p = eigenfunction_density(name, k, upsample=upsample)
-    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
-    area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
+    area = _face_areas(V, F)
     keep = p > 0
     return float(-(p[keep] * (p[keep] / area[keep]).log()).sum())
