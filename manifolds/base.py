@@ -218,13 +218,17 @@ class Manifold(geoopt.Manifold, abc.ABC):
         """Samples of the base distribution, shape ``(*size, *point_shape)``.
 
         ``size`` may be given as integers or as one tuple; ``generator`` makes the draw
-        reproducible.
+        reproducible.  The points land on ``device`` (default: the generator's device, else
+        torch's default); a generator on another device draws there and the points are moved,
+        so a seeded CPU generator gives the same points on every device.
         """
         size = _size(size)
         dtype = self._default_dtype(dtype)
         if not dtype.is_floating_point:
             raise TypeError(f"{self!r}: random_base needs a floating dtype, got {dtype}")
-        if device is None and generator is not None:
+        if generator is not None:
+            if device is not None and torch.device(device) != generator.device:
+                return self._random_base(size, generator=generator, dtype=dtype, device=generator.device).to(device)
             device = generator.device
         return self._random_base(size, generator=generator, dtype=dtype, device=device)
 

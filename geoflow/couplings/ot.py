@@ -225,7 +225,10 @@ class OTCoupling(Coupling):
         by_label: pair only within equal labels (``cond`` holds the labels of x1).
         sampling: ``"conditional"``, ``"joint"`` or ``"argmax"`` (Sinkhorn only).
         max_iter, tol: Sinkhorn iteration budget and marginal tolerance.
-        generator: torch.Generator for the Sinkhorn sampling (None: the global RNG).
+        generator: torch.Generator for the Sinkhorn sampling (None: the global RNG of the
+            points' device).  It may live on another device than the points: the draws are
+            made on the generator's device and moved, so a CPU generator pairs CUDA points as
+            it pairs the same points on the CPU.
 
     Shapes:
         x0: (n, *point_shape); x1: (m, *point_shape); cond: (m, ...) or None.
@@ -329,7 +332,14 @@ class OTCoupling(Coupling):
         if self.sampling == "argmax":
             return P.argmax(0), cols
         if self.sampling == "conditional":
-            return torch.multinomial(P.T, 1, generator=self.generator).squeeze(1), cols
-        rows = torch.multinomial(P.sum(1), m, replacement=True, generator=self.generator)
-        j = torch.multinomial(P[rows], 1, generator=self.generator).squeeze(1)
+            return self._multinomial(P.T, 1).squeeze(1), cols
+        rows = self._multinomial(P.sum(1), m, replacement=True)
+        j = self._multinomial(P[rows], 1).squeeze(1)
         return rows, j
+
+    def _multinomial(self, probs: torch.Tensor, n: int, replacement: bool = False) -> torch.Tensor:
+        """torch.multinomial with ``self.generator``, drawn on the generator's device, returned on ``probs``'s."""
+        g = self.generator
+        if g is None or g.device == probs.device:
+            return torch.multinomial(probs, n, replacement=replacement, generator=g)
+        return torch.multinomial(probs.to(g.device), n, replacement=replacement, generator=g).to(probs.device)

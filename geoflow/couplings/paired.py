@@ -87,7 +87,9 @@ class PairedCoupling(Coupling):
     "Stochastic Interpolants with Data-Dependent Couplings", ICML 2024, call this a data-dependent
     coupling).  At sampling time start the ODE from ``y + sigma * eps`` built the same way.
 
-    The noise is always drawn by the coupling, from ``generator`` (None: the global RNG).
+    The noise is always drawn by the coupling, from ``generator`` (None: the global RNG), on
+    the generator's device, then moved to x1's (a CPU generator gives the same noise for CUDA
+    data as for the same data on the CPU).
 
     Args:
         sigma: noise level sigma (>= 0).
@@ -143,5 +145,6 @@ class PairedCoupling(Coupling):
                     f"{tuple(x0.shape)} {x0.dtype} and {tuple(x1.shape)} {x1.dtype}"
                 )
             y = x0
-        eps = torch.randn(x1.shape, generator=self.generator, dtype=x1.dtype, device=x1.device)
+        g = self.generator
+        eps = torch.randn(x1.shape, generator=g, dtype=x1.dtype, device=x1.device if g is None else g.device).to(x1.device)
         return pack(y + self.sigma * eps, x1, cond)

@@ -114,7 +114,8 @@ class ReflowCoupling(Coupling):
             n: number of pairs (>= 1).
             shape: point shape, required without a manifold (e.g. ``(2,)`` or ``(1, 8, 8)``).
             cond: conditions for the model, shape (n, ...) (e.g. labels drawn beforehand).
-            generator, dtype, device: for the base draw.
+            generator, dtype, device: for the base draw (drawn on the generator's device, then
+                moved to ``device``).
 
         Returns:
             ``(x0, x1)`` or ``(x0, x1, cond)``, shapes (n, *point_shape).
@@ -127,5 +128,7 @@ class ReflowCoupling(Coupling):
             if shape is None:
                 raise ValueError("`shape` (the point shape) is required to draw N(0, I) base samples without manifold")
             shape = tuple(check_int("shape", s) for s in shape)
-            x0 = torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
+            gdev = generator.device if generator is not None else device
+            x0 = torch.randn((n, *shape), generator=generator, dtype=dtype, device=gdev)
+            x0 = x0 if device is None else x0.to(device)
         return self(x0, None, cond)
