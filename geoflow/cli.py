@@ -45,6 +45,10 @@ def _nonneg_float(s: str) -> float:
     return v
 
 
+_DEVICE_HELP = ("where the ODE is solved: auto (default: cuda:0 if CUDA is available, else cpu), cpu, cuda or cuda:N; "
+                "base samples are drawn on the CPU from --seed, so every device starts from the same noise")
+
+
 def _dataset_names():
     from .data import available_datasets
 
@@ -116,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-samples", type=_positive_int, default=None, help="size of synthetic datasets")
     t.add_argument("--seed", type=int, default=None, help=f"random seed ({dflt('seed')})")
     t.add_argument("--no-plot", action="store_true", help="skip the plot at the end")
+    t.add_argument("--device", default=None,
+                   help="where a single process trains: auto (default: cuda:0 if CUDA is available, else cpu), cpu, "
+                        "cuda or cuda:N; under torchrun every process trains on its backend's device (gloo: cpu, "
+                        "nccl: cuda:LOCAL_RANK) and only auto or that device are accepted")
     t.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
                    help="torch.distributed backend when launched by torchrun (default auto: nccl if CUDA is available, "
                         "gloo on CPU); --batch-size is the global batch, split evenly over the processes")
@@ -137,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=50, help="ODE steps (default 50)")
     s.add_argument("--method", choices=["euler", "midpoint", "rk4"], default="rk4", help="ODE method (default rk4)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--device", default="auto", help=_DEVICE_HELP)
     s.add_argument("--out", default=None,
                    help="output file: .pt, .npy or .csv (default samples.pt), or .png for image datasets (default "
                         "samples.png)")
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (default: the training config's)")
     n.add_argument("--method", choices=["euler", "midpoint", "rk4"], default=None, help="ODE method")
     n.add_argument("--json", action="store_true", help="print JSON")
+    n.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
     pl = sub.add_parser("plot", help="plot a trained model's density (sphere, mesh) or samples (torus)",
                         description="Sphere: model density on a Mollweide map with the data. Torus: histograms of "
@@ -159,14 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="samples for torus plots (default 5000; mesh plots scatter at most 2000)")
     pl.add_argument("--grid", type=_positive_int, default=30, help="latitude cells of the sphere map (default 30)")
     pl.add_argument("--steps", type=_positive_int, default=20, help="ODE steps (default 20)")
+    pl.add_argument("--device", default="auto", help=_DEVICE_HELP)
     return p
 
 
-def _load_model(checkpoint):
+def _load_model(checkpoint, device="cpu"):
+    """(model in eval mode on ``device``, its TrainConfig, its dataset); the file is read onto the CPU first."""
     from .data import load_dataset
     from .nn import EMA
     from .train import TrainConfig, build_model, load_checkpoint
+    from .train.distributed import resolve_device
 
+    device = device if isinstance(device, torch.device) else resolve_device(device, None, name="--device")
     state = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(state["config"])
     data = load_dataset(config.dataset, seed=config.seed, n_samples=config.n_samples)
@@ -183,7 +197,13 @@ def _load_model(checkpoint):
     except (RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(f"checkpoint {str(checkpoint)!r}: its weights do not fit the model its config builds ({' '.join(str(exc).split())})") from None
     model.eval()
-    return model, config, data
+    return model.to(device), config, data
+
+
+def _device(model) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a parameterless callable)."""
+    p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _is_image(data) -> bool:
@@ -208,11 +228,13 @@ def _image_samples(model, data, *, n_per_label, label=None, guidance=1.0, steps=
         rows, cond = None, None
     n = n_per_label * (len(rows) if rows else 1)
     g = torch.Generator().manual_seed(seed)
-    x0 = data.manifold.random_base(n, generator=g)
+    device = _device(model)
+    x0 = data.manifold.random_base(n, generator=g).to(device)
+    cond = cond.to(device) if cond is not None else None
     velocity = CFGVelocity(model, guidance) if conditional else model
     with torch.no_grad():
         x1 = sample(velocity, x0, data.manifold, method=method, steps=steps, cond=cond)
-    return x1, rows
+    return x1.cpu(), rows
 
 
 def _plot_images(model, config, data, out, *, n_per_label=10, label=None, guidance=1.0, steps=50, method="rk4", seed=0):
@@ -237,27 +259,29 @@ def _plot(model, config, data, out, *, n=5000, grid=30, steps=20):
     if _is_image(data):
         return _plot_images(model, config, data, out, steps=max(steps, 20))
     m = data.manifold
+    device = _device(model)
+
+    def flow(x0):  # base points drawn on the CPU -> samples on the CPU
+        with torch.no_grad():
+            return sample(model, x0.to(device), m, steps=steps).cpu()
+
     if isinstance(m, CoMFree):
         g = torch.Generator().manual_seed(0)
-        x0 = m.random_base(min(n, 2000), generator=g)
-        with torch.no_grad():
-            xs = sample(model, x0, m, steps=steps)
+        xs = flow(m.random_base(min(n, 2000), generator=g))
         return plot_particles(xs, data.test, out, energy=data.energy, title=config.dataset)
     if isinstance(m, Euclidean) and m.point_shape == (2,):
         g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            xs = sample(model, m.random_base(n, generator=g), m, steps=steps)
+        xs = flow(m.random_base(n, generator=g))
         return plot_plane(xs, torch.cat([data.train, data.val, data.test]), out, title=config.dataset)
     if isinstance(m, Sphere) and m.n == 2:
-        fn = lambda x: torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in x.split(2048)])  # noqa: E731
+        fn = lambda x: torch.cat([log_likelihood(model, c.to(device), m, steps=steps).detach().cpu()  # noqa: E731
+                                  for c in x.split(2048)])
         return plot_sphere_density(fn, torch.cat([data.train, data.val, data.test]), out, n_lat=grid, n_lon=2 * grid, title=f"{config.dataset}: model density")
     if isinstance(m, Mesh):
         return _plot_mesh(model, config, data, out, n=min(n, 2000), steps=steps)
     if isinstance(m, FlatTorus):
         g = torch.Generator().manual_seed(0)
-        x0 = m.random_base(n, generator=g)
-        with torch.no_grad():
-            xs = sample(model, x0, m, steps=steps)
+        xs = flow(m.random_base(n, generator=g))
         names = data.meta.get("columns") if isinstance(data.meta, dict) else None
         return plot_torus_pairs(xs, torch.cat([data.train, data.val, data.test]), out, names=names)
     raise ValueError(f"plot supports Sphere(2), FlatTorus, R^2, mesh, particle and image datasets, not {m!r}")
@@ -269,12 +293,12 @@ def _plot_mesh(model, config, data, out, *, n=2000, steps=20):
     from .solvers import log_likelihood, sample
 
     m = data.manifold
-    dtype = next(model.parameters()).dtype
+    dtype, device = next(model.parameters()).dtype, _device(model)
     verts = m.vertices.to(dtype)
-    logp = torch.cat([log_likelihood(model, c, m, steps=steps).detach() for c in verts.split(2048)])
+    logp = torch.cat([log_likelihood(model, c.to(device), m, steps=steps).detach().cpu() for c in verts.split(2048)])
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        xs = sample(model, m.random_base(n, generator=g, dtype=dtype), m, steps=steps)
+        xs = sample(model, m.random_base(n, generator=g, dtype=dtype).to(device), m, steps=steps).cpu()
     target = None
     meta = data.meta if isinstance(data.meta, dict) else {}
     if "mesh" in meta and "k" in meta:
@@ -325,7 +349,7 @@ def _train(args, dist) -> int:
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
-        premetric=args.premetric, premetric_steps=args.premetric_steps,
+        premetric=args.premetric, premetric_steps=args.premetric_steps, device=args.device,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"
@@ -338,7 +362,7 @@ def _train(args, dist) -> int:
         return 0
     if not args.no_plot:
         try:
-            model, cfg, data = _load_model(Path(out) / "best.pt")
+            model, cfg, data = _load_model(Path(out) / "best.pt", device=trainer.device)
             png = _plot(model, cfg, data, Path(out) / f"{args.dataset}.png")
             print(f"plot: {png}")
         except ValueError as exc:
@@ -365,7 +389,7 @@ def _run(args) -> int:
     if args.command == "sample":
         from .solvers import sample
 
-        model, config, data = _load_model(args.checkpoint)
+        model, config, data = _load_model(args.checkpoint, device=args.device)
         m = data.manifold
         if _is_image(data):
             out = Path(args.out or "samples.png")
@@ -384,9 +408,9 @@ def _run(args) -> int:
             if out.suffix == ".png":
                 raise ValueError("PNG grids are for image datasets; use `geoflow plot` or a .pt/.npy/.csv file")
             g = torch.Generator().manual_seed(args.seed)
-            x0 = m.random_base(args.n or 1000, generator=g)
+            x0 = m.random_base(args.n or 1000, generator=g).to(_device(model))
             with torch.no_grad():
-                x1 = sample(model, x0, m, method=args.method, steps=args.steps)
+                x1 = sample(model, x0, m, method=args.method, steps=args.steps).cpu()
         if out.suffix == ".npy":
             import numpy as np
 
@@ -402,16 +426,18 @@ def _run(args) -> int:
     if args.command == "nll":
         from .solvers import log_likelihood
 
-        model, config, data = _load_model(args.checkpoint)
+        model, config, data = _load_model(args.checkpoint, device=args.device)
         x = getattr(data, args.split)
         steps, method = args.steps or config.nll_steps, args.method or config.nll_method
-        nll = torch.cat([-log_likelihood(model, c, data.manifold, steps=steps, method=method).detach() for c in x.split(2048)])
+        device = _device(model)
+        nll = torch.cat([-log_likelihood(model, c.to(device), data.manifold, steps=steps, method=method).detach().cpu()
+                         for c in x.split(2048)])
         res = {"dataset": config.dataset, "split": args.split, "nll": float(nll.mean()),
                "sem": float(nll.std() / len(nll) ** 0.5), "n": len(nll), "steps": steps, "method": method}
         print(json.dumps(res) if args.json else f"{config.dataset} {args.split} NLL: {res['nll']:.4f} ± {res['sem']:.4f} nats ({len(nll)} points)")
         return 0
     if args.command == "plot":
-        model, config, data = _load_model(args.checkpoint)
+        model, config, data = _load_model(args.checkpoint, device=args.device)
         out = args.out or str(Path(args.checkpoint).with_suffix(".png"))
         png = _plot(model, config, data, out, n=args.n, grid=args.grid, steps=args.steps)
         print(f"wrote {png}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import dataclasses
 from dataclasses import dataclass, field
 from ..nn.embedding import DEFAULT_TIME_MAX_FREQ, LEGACY_TIME_MAX_FREQ
 
-__all__ = ["TrainConfig", "DATASET_DEFAULTS"]
+__all__ = ["TrainConfig", "DATASET_DEFAULTS", "check_device_string"]
 
 _ACTIVATIONS = ("silu", "gelu", "relu", "tanh", "softplus")
 _SCHEDULERS = ("condot", "cosine")
@@ -40,6 +41,18 @@ for _mesh in ("bunny", "spot"):
     for _k in (10, 50, 100):
         DATASET_DEFAULTS[f"{_mesh}_k{_k}"] = dict(steps=2500, depth=4, val_points=500, test_points=5000,
                                                    nll_steps=20)
+
+
+def check_device_string(device, name: str = "TrainConfig.device") -> str:
+    """``device`` if it is one of "auto", "cpu", "cuda", "cuda:N" (N >= 0), else ``ValueError`` naming ``name``."""
+    if isinstance(device, str):
+        if device in ("auto", "cpu", "cuda"):
+            return device
+        m = re.fullmatch(r"cuda:(\d+)", device)
+        if m:
+            return device
+    raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got {device!r}; "
+                     "use 'auto' to train on the first GPU when there is one, else on the CPU")
 
 
 @dataclass
@@ -107,6 +120,18 @@ class TrainConfig:
             (``qm9``: molecules sampled for the stability scores)
             to compute importance weights exp(-E(x)) / q(x), the effective sample size and
             reweighted energies (0 disables).
+        device: where a single process trains: "auto" (default: ``cuda:0`` when CUDA is
+            available, else the CPU), "cpu", "cuda" (``cuda:0``) or "cuda:N".  Batches, base
+            samples, times and coupling draws come from the same seeded CPU generators on every
+            device (so a CUDA run sees the batches of the CPU run and differs only by float
+            rounding); only Hutchinson probes are drawn on the device.  Checked here for its
+            form; whether the GPU exists is checked when training starts
+            (:func:`geoflow.train.distributed.resolve_device`).  Under ``torchrun`` a process
+            trains on its process group's device (gloo: the CPU, nccl: ``cuda:LOCAL_RANK``):
+            "auto" follows it, an explicit device that differs from it is an error (e.g.
+            "cpu" under nccl, whose collectives need CUDA tensors).  Not part of the run's
+            identity: a run may be resumed on another device (the resume is then exact up to
+            float rounding only), and the checkpoint records the device it was written on.
     """
 
     dataset: str = "volcano"
@@ -144,6 +169,7 @@ class TrainConfig:
     test_points: int = 0
     premetric: str = "biharmonic"
     premetric_steps: int = 8
+    device: str = "auto"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels",
@@ -187,6 +213,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.nll_divergence must be one of {_DIVERGENCES}, got {self.nll_divergence!r}")
         if not (isinstance(self.ot_reg, (int, float)) and math.isfinite(self.ot_reg) and self.ot_reg > 0):
             raise ValueError(f"TrainConfig.ot_reg must be a finite number > 0, got {self.ot_reg!r}")
+        check_device_string(self.device)
         mults = self.unet_mults
         if not isinstance(mults, (tuple, list)) or not mults or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults

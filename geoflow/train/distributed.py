@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as tdist
 
-__all__ = ["DistInfo", "init_distributed", "close_distributed", "BACKENDS"]
+__all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "BACKENDS"]
 
 #: Accepted values of ``backend`` ("auto": nccl when CUDA is available, gloo otherwise).
 BACKENDS = ("auto", "gloo", "nccl")
@@ -37,7 +37,9 @@ class DistInfo:
         world_size: number of processes; the global batch is split into ``world_size`` equal shares.
         local_rank: rank on this node (selects the GPU under nccl).
         backend: "gloo" or "nccl" when a process group is in use, None otherwise.
-        device: where this process trains (CPU, or ``cuda:LOCAL_RANK`` under nccl).
+        device: the process group's device (the CPU under gloo, ``cuda:LOCAL_RANK`` under nccl);
+            for a single process the CPU, a placeholder: the trainer then trains on
+            :attr:`TrainConfig.device <geoflow.train.TrainConfig>` (see :func:`resolve_device`).
     """
 
     rank: int = 0
@@ -173,6 +175,47 @@ def init_distributed(backend: str = "auto", *, timeout: datetime.timedelta = DEF
         device = torch.device("cpu")
         tdist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world, timeout=timeout)
     return DistInfo(rank=rank, world_size=world, local_rank=local, backend=backend, device=device)
+
+
+def resolve_device(device: str = "auto", dist: DistInfo | None = None, *, name: str = "device") -> torch.device:
+    """The torch device that ``device`` (a :attr:`TrainConfig.device <geoflow.train.TrainConfig>` string) names here.
+
+    * One process (``dist`` None or without a process group): "auto" is ``cuda:0`` when CUDA is
+      available and the CPU otherwise; "cpu"; "cuda" is ``cuda:0``; "cuda:N" the N-th GPU.
+    * Under a process group (``torchrun``): the group's device, ``dist.device`` (gloo: the CPU,
+      nccl: ``cuda:LOCAL_RANK``).  "auto" follows it; an explicit device must name the same one
+      ("cuda" matches any ``cuda:LOCAL_RANK``), otherwise ``ValueError``: "cpu" under nccl is
+      refused rather than honoured (nccl's collectives need CUDA tensors), and so is "cuda"
+      under gloo (launch with ``--backend nccl`` to train on GPUs).
+
+    Raises:
+        ValueError: a malformed string, "cuda" without CUDA, a GPU index this machine lacks, or
+            a device other than the process group's (the message names ``name``).
+    """
+    from .config import check_device_string
+
+    check_device_string(device, name)
+    if dist is not None and dist.enabled:
+        own = dist.device
+        if device == "auto" or device == str(own) or (device == "cuda" and own.type == "cuda"):
+            return own
+        hint = ("nccl runs every process on its own GPU, cuda:LOCAL_RANK" if dist.backend == "nccl"
+                else "gloo trains on the CPU; launch with --backend nccl to train on GPUs")
+        raise ValueError(f"{name} {device!r} differs from this process's device {own} under torchrun "
+                         f"(backend {dist.backend}: {hint}); pass --device auto (or omit it)")
+    if device == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    index = 0 if device == "cuda" else int(device.split(":", 1)[1])
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name} {device!r} needs a CUDA GPU, and torch sees none (torch {torch.__version__}, "
+                         f"built with CUDA {torch.version.cuda}); use --device cpu or --device auto")
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"{name} {device!r} names GPU {index}, but this machine has {count} "
+                         f"(cuda:0{'' if count == 1 else f' to cuda:{count - 1}'}); use --device cuda or --device auto")
+    return torch.device("cuda", index)
 
 
 def close_distributed() -> None:

@@ -60,23 +60,28 @@ def _velocity(model, x, h, batch, t_graph):
 
 @torch.no_grad()
 def sample_molecules(model, sizes, *, steps: int = 50, method: str = "euler", generator=None, dtype=torch.float32):
-    """Sample molecules with ``sizes[i]`` atoms each: ``(positions list, types list)``.
+    """Sample molecules with ``sizes[i]`` atoms each: ``(positions list, types list)``, on the CPU.
 
     ``method`` "euler" (NFE = steps) or "rk4" (NFE = 4 steps) on the uniform grid of [0, 1].
+    The noise is drawn from ``generator`` on its device (the CPU by default) and the flow is
+    integrated on the model's device, so a model on a GPU starts from the noise of a CPU run.
     """
     if method not in ("euler", "rk4"):
         raise ValueError(f"`method` must be 'euler' or 'rk4', got {method!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive int, got {steps!r}")
-    sizes = torch.as_tensor(sizes, dtype=torch.long)
+    device = _model_device(model)
+    sizes = torch.as_tensor(sizes, dtype=torch.long).cpu()
     B = sizes.numel()
     batch = torch.arange(B).repeat_interleave(sizes)
     N = int(sizes.sum())
-    x = _centre(torch.randn(N, 3, generator=generator, dtype=dtype), batch, B)
-    h = torch.randn(N, _K, generator=generator, dtype=dtype)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    x = _centre(torch.randn(N, 3, generator=generator, dtype=dtype, device=gdev).cpu(), batch, B).to(device)
+    h = torch.randn(N, _K, generator=generator, dtype=dtype, device=gdev).to(device)
+    batch = batch.to(device)
 
     def f(x, h, s):
-        v, u = _velocity(model, x, h, batch, torch.full((B,), s, dtype=dtype))
+        v, u = _velocity(model, x, h, batch, torch.full((B,), s, dtype=dtype, device=device))
         return v, u
 
     dt = 1.0 / steps
@@ -93,7 +98,12 @@ def sample_molecules(model, sizes, *, steps: int = 50, method: str = "euler", ge
             x = x + dt / 6 * (v1 + 2 * v2 + 2 * v3 + v4)
             h = h + dt / 6 * (u1 + 2 * u2 + 2 * u3 + u4)
     types = h.argmax(-1)
-    return list(x.split(sizes.tolist())), list(types.split(sizes.tolist()))
+    return list(x.cpu().split(sizes.tolist())), list(types.cpu().split(sizes.tolist()))
+
+
+def _model_device(model) -> torch.device:
+    p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return p.device if p is not None else torch.device("cpu")
 
 
 class MoleculeTrainer:
@@ -103,14 +113,20 @@ class MoleculeTrainer:
     ``weight_decay``, ``warmup`` (then cosine decay), ``grad_clip``, ``ema_decay``, ``hidden``,
     ``depth`` (EGNN layers), ``time_dim``, ``eval_every`` (validation loss with fixed noise,
     checkpoints), ``seed``, ``out`` and ``ess_samples`` (molecules sampled at the end for the
-    stability scores, at NFE 50 and 200 with Euler steps).  The 2000 shipped molecules are split
-    80/10/10 with the seed.  Checkpoints are atomic and hold every RNG state: running again with
-    the same ``out`` resumes exactly.
+    stability scores, at NFE 50 and 200 with Euler steps) and ``device`` (the network trains
+    there; molecules, noise and times are drawn on the CPU from the seeded generator and moved,
+    as in :class:`~geoflow.train.Trainer`).  The 2000 shipped molecules are split 80/10/10 with
+    the seed.  Checkpoints are atomic and hold every RNG state: running again with the same
+    ``out`` resumes exactly on the CPU (on a GPU the EGNN's atomic scatter-adds are not
+    bit-reproducible: the resumed run follows the uninterrupted one up to that noise).
     """
 
     def __init__(self, config: TrainConfig, *, progress: bool = True, log=print):
+        from .distributed import resolve_device
+
         if config.dataset != "qm9":
             raise ValueError(f"MoleculeTrainer trains dataset 'qm9', got {config.dataset!r}")
+        self.device = resolve_device(config.device, None, name="TrainConfig.device")
         self.config, self.progress, self.log = config, progress, log
         self.out = Path(config.out)
         data = load_qm9()
@@ -122,7 +138,7 @@ class MoleculeTrainer:
         self.sizes = torch.tensor([p.shape[0] for p in self.splits["train"][0]])
         torch.manual_seed(config.seed)
         self.model = EGNNVelocity(hidden=config.hidden, layers=config.depth, time_dim=config.time_dim,
-                                  cond_dim=_K, feature_out_dim=_K)
+                                  cond_dim=_K, feature_out_dim=_K).to(self.device)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
@@ -146,6 +162,8 @@ class MoleculeTrainer:
         x0 = _centre(torch.randn(x1.shape, generator=generator, dtype=x1.dtype), batch, B)
         h0 = torch.randn(h1.shape, generator=generator, dtype=h1.dtype)
         t = torch.rand(B, generator=generator, dtype=x1.dtype)
+        if self.device.type != "cpu":
+            x1, h1, x0, h0, t, batch = (a.to(self.device) for a in (x1, h1, x0, h0, t, batch))
         tn = t[batch][:, None]
         v, u = _velocity(model, tn * x1 + (1 - tn) * x0, tn * h1 + (1 - tn) * h0, batch, t)
         return ((v - (x1 - x0)) ** 2).sum(-1).mean() + ((u - (h1 - h0)) ** 2).sum(-1).mean()
@@ -186,13 +204,15 @@ class MoleculeTrainer:
             "ema": self.ema.state_dict() if self.ema is not None else None, "optimizer": self.opt.state_dict(),
             "lr_scheduler": self.sched.state_dict(), "best_val_nll": self.best_val, "val_metric": "loss",
             "history": self.history, "manifold": "QM9 molecules (CoMFree coordinates + atom types)",
+            "device": str(self.device),
             "rng": {"torch": torch.get_rng_state(), "data": self.gen.get_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(),
+                    **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
         }
 
     def load_state_dict(self, state: dict, source: str) -> None:
         saved = TrainConfig.from_dict(state["config"])
-        if saved.to_dict() != self.config.to_dict():
+        if {**saved.to_dict(), "device": None} != {**self.config.to_dict(), "device": None}:
             raise ValueError(f"{source} was written with a different config; use another --out folder")
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
@@ -205,6 +225,8 @@ class MoleculeTrainer:
         self.gen.set_state(rng["data"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # ------------------------------------------------------------------ run
     def fit(self) -> dict:
@@ -235,7 +257,8 @@ class MoleculeTrainer:
     def finish(self, seconds: float) -> dict:
         cfg = self.config
         best = load_checkpoint(self.out / "best.pt")
-        model = EGNNVelocity(hidden=cfg.hidden, layers=cfg.depth, time_dim=cfg.time_dim, cond_dim=_K, feature_out_dim=_K)
+        model = EGNNVelocity(hidden=cfg.hidden, layers=cfg.depth, time_dim=cfg.time_dim, cond_dim=_K,
+                             feature_out_dim=_K).to(self.device)
         if best.get("ema") is not None:
             ema = EMA(model, cfg.ema_decay)
             ema.load_state_dict(best["ema"])

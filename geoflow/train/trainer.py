@@ -20,7 +20,7 @@ from ..nn import EMA, EGNNVelocity, MLPVelocity, TFNVelocity, UNetVelocity
 from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath, PremetricPath
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import DistInfo, init_distributed
+from .distributed import DistInfo, init_distributed, resolve_device
 
 __all__ = ["Trainer", "train", "build_model", "build_path", "resolve_model", "resolve_path", "TrainingDiverged"]
 
@@ -144,6 +144,13 @@ class Trainer:
     validates, writes checkpoints and metrics and logs; the others wait for its result.  A
     checkpoint holds the RNG states of every rank.
 
+    Device (``config.device``, see :func:`~geoflow.train.distributed.resolve_device`): the model,
+    its EMA and optimiser state live there, and each batch is moved there after it was drawn
+    (and coupled) on the CPU from the seeded generators, so the random streams, and with them
+    the batches, do not depend on the device.  Checkpoints load on any machine (tensors are
+    mapped to the CPU, then copied to the device).  A resume on a GPU is bit for bit only where
+    the network's kernels are deterministic (the MLP; not cuDNN convolutions or scatter-adds).
+
     Args:
         config: the run.
         progress: show a progress bar (rank 0 only).
@@ -156,6 +163,8 @@ class Trainer:
         from ..data import load_dataset
 
         self.dist = dist = init_distributed() if dist is None else dist
+        #: Where this process trains (``config.device`` resolved; under torchrun the process group's device).
+        self.device = resolve_device(config.device, dist, name="TrainConfig.device")
         if config.batch_size % dist.world_size:
             raise ValueError(
                 f"batch_size {config.batch_size} is the global batch and must be divisible by the number of "
@@ -164,7 +173,6 @@ class Trainer:
             )
         #: Rows of the global batch that this process trains on.
         self.local_batch = config.batch_size // dist.world_size
-        self.device = dist.device
         self.config = config
         self.progress = progress and dist.is_main
         self.log = log if dist.is_main else (lambda *args, **kwargs: None)
@@ -221,14 +229,17 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoint
     def rng_state(self) -> dict:
-        """This process's RNG states: torch (global), the data sampler, numpy and Python."""
-        return {
+        """This process's RNG states: torch (global; on a GPU also its CUDA generator), the data sampler, numpy and Python."""
+        state = {
             "torch": torch.get_rng_state(),
             "data": self.gen.get_state(),
             "numpy": np.random.get_state(),
             "python": random.getstate(),
             "coupling": self.coupling_gen.get_state(),
         }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def state_dict(self, *, rng_ranks: list[dict] | None = None) -> dict:
         """Everything a resume needs.
@@ -249,6 +260,8 @@ class Trainer:
             "running_loss": self.running_loss,
             "manifold": repr(self.manifold),
             "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "backend": self.dist.backend,
             "rng": self.rng_state() if rng_ranks is None else rng_ranks[0],
         }
         if rng_ranks is not None and self.dist.world_size > 1:
@@ -262,9 +275,16 @@ class Trainer:
                 f"{self.manifold!r}; use another --out folder"
             )
         saved = TrainConfig.from_dict(state["config"])
-        if saved.to_dict() != self.config.to_dict():
-            diff = {k: (v, self.config.to_dict()[k]) for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v}
+        # The device is where the run trains, not what it is: a run may continue on another device.
+        mine = {**self.config.to_dict(), "device": None}
+        theirs = {**saved.to_dict(), "device": None}
+        if theirs != mine:
+            diff = {k: (v, mine[k]) for k, v in theirs.items() if mine[k] != v}
             raise ValueError(f"{source} was written with a different config {diff} (saved, requested); use another --out folder")
+        written_on = state.get("device", "cpu")
+        if _device_kind(written_on) != self.device.type:
+            self.log(f"{source} was written on {written_on}, resuming on {self.device}: the continued run equals an "
+                     "uninterrupted one up to float rounding only")
         try:
             self.model.load_state_dict(state["model"])
             if self.ema is not None:
@@ -291,6 +311,8 @@ class Trainer:
         random.setstate(rng["python"])
         if "coupling" in rng:
             self.coupling_gen.set_state(rng["coupling"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         if not same_world and rank > 0:
             torch.manual_seed(_rank_seed(self.config.seed, rank, self.step))
 
@@ -546,6 +568,11 @@ class Trainer:
             self.log(f"ESS {100 * metrics['ess']:.2f}% of {metrics['ess_samples']} samples; mean energy: samples "
                      f"{e['samples']:.2f}, reweighted {e['reweighted']:.2f}, test data {e['test']:.2f}")
         return metrics
+
+
+def _device_kind(device: str) -> str:
+    """"cuda" for "cuda" / "cuda:N", else the string itself."""
+    return str(device).split(":", 1)[0]
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:

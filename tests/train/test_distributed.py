@@ -1,4 +1,4 @@
-"""Multi-process training (torchrun, DDP, gloo on CPU).
+"""Multi-process training (torchrun, DDP, gloo on CPU; pinned to gloo and the CPU on GPU machines too).
 
 * 2 processes follow 1 process with the same seed and global batch: the same loss and validation
   curves and final parameters, up to float rounding (each rank trains on its half of the global
@@ -28,7 +28,10 @@ from ._state import assert_states_equal
 STEPS, EVAL_EVERY, CRASH_AT = 20, 5, 7
 _ARGS = ["train", "vmf_mixture", "--n-samples", "300", "--steps", str(STEPS), "--batch-size", "32", "--hidden", "32",
          "--depth", "2", "--eval-every", str(EVAL_EVERY), "--val-points", "16", "--nll-steps", "2", "--seed", "4",
-         "--warmup", "2", "--lr", "0.01", "--quiet", "--no-plot"]
+         "--warmup", "2", "--lr", "0.01", "--quiet", "--no-plot",
+         # CPU processes (gloo) and the one-process reference on the CPU too, also on a machine with a GPU
+         # (auto would pick nccl, one GPU per process, and put the reference on cuda:0)
+         "--backend", "gloo", "--device", "cpu"]
 _ROOT = Path(__file__).resolve().parents[2]
 _TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
              "--monitor-interval", "0.1"]

@@ -31,7 +31,7 @@ from ._state import assert_states_equal
 STEPS, EVAL_EVERY = 80, 10
 _ARGS = ["train", "vmf_mixture", "--n-samples", "200", "--steps", str(STEPS), "--batch-size", "16", "--hidden", "16",
          "--depth", "2", "--eval-every", str(EVAL_EVERY), "--val-points", "8", "--nll-steps", "2", "--seed", "5",
-         "--quiet", "--no-plot"]
+         "--quiet", "--no-plot", "--device", "cpu"]  # bit for bit on the CPU, also where a GPU is present
 _ROOT = Path(__file__).resolve().parents[2]
 
 

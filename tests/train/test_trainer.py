@@ -22,10 +22,12 @@ def _params(model):
 
 
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
-    full = Trainer(_config(tmp_path / "a"), progress=False, log=lambda *_: None)
+    # bit for bit on the CPU (pinned: "auto" would train on a GPU where one is present; tests/test_cuda.py
+    # resumes there)
+    full = Trainer(_config(tmp_path / "a", device="cpu"), progress=False, log=lambda *_: None)
     m_full = full.fit()
 
-    cfg = _config(tmp_path / "b")
+    cfg = _config(tmp_path / "b", device="cpu")
     t1 = Trainer(cfg, progress=False, log=lambda *_: None)
     orig = Trainer.train_step
 

@@ -13,12 +13,12 @@ from .test_trainer import _config, _params
 
 
 def _capture_pairs(trainer, monkeypatch):
-    """Run one step and return the (x0, x1) pairs the path saw."""
+    """Run one step and return the (x0, x1) pairs the path saw (copied to the CPU)."""
     seen = {}
     orig = trainer.path.sample
 
     def spy(x0, x1, t):
-        seen["x0"], seen["x1"] = x0.clone(), x1.clone()
+        seen["x0"], seen["x1"] = x0.detach().cpu().clone(), x1.detach().cpu().clone()
         return orig(x0, x1, t)
 
     monkeypatch.setattr(trainer.path, "sample", spy)
