@@ -18,6 +18,9 @@ the best checkpoint (EMA weights):
 Usage (the real measurement; about 15 min per run on 2 cores, alignment runs longer; two systems
 may run at once into the same JSON, each run is merged into the file as it lands):
     python benchmarks/equivariant_flows.py --json benchmarks/results/equivariant_flows.json
+On a GPU, the four couplings of LJ13 trained at once (``--jobs 4``; training and evaluation on
+``--device``; batches are still drawn and coupled on the CPU, as in every ``geoflow train``):
+    python benchmarks/equivariant_flows.py --systems lj13 --device cuda --jobs 4 --json benchmarks/results/x.json
 Smoke test:
     python benchmarks/equivariant_flows.py --systems dw4 --steps 20 --n 64 --small
 """
@@ -49,18 +52,20 @@ def _w1(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(wasserstein_distance(a.numpy(), b.numpy()))
 
 
-def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0) -> dict:
+def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = "cpu") -> dict:
+    """The measurements above for the run in ``out``; the flow is solved on ``device`` from CPU-drawn base points."""
     from geoflow.cli import _load_model
     from geoflow.solvers import sample
     from geoflow.train import Trainer, TrainConfig, load_checkpoint
 
-    model, config, data = _load_model(out / "best.pt")
+    model, config, data = _load_model(out / "best.pt", device=device)
+    dev = next(model.parameters()).device
     m, energy = data.manifold, data.energy
     metrics = json.loads((out / "metrics.json").read_text())
     g = torch.Generator().manual_seed(seed)
     # Transport cost of the coupling, as in training.
-    trainer = Trainer(TrainConfig.from_dict(load_checkpoint(out / "best.pt")["config"]), progress=False,
-                      log=lambda *_: None)
+    trainer = Trainer(TrainConfig.from_dict({**load_checkpoint(out / "best.pt")["config"], "device": "cpu"}),
+                      progress=False, log=lambda *_: None)
     costs = []
     for _ in range(cost_batches):
         idx = torch.randint(0, data.train.shape[0], (config.batch_size,), generator=g)
@@ -69,16 +74,17 @@ def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0) -> dict:
         if trainer.coupling is not None:
             x0 = trainer.coupling(x0, x1)[0]
         costs.append(float(((x0 - x1) ** 2).sum((-2, -1)).mean()))
-    x0 = m.random_base(n, generator=g, dtype=data.train.dtype)
+    x0 = m.random_base(n, generator=g, dtype=data.train.dtype).to(dev)
     with torch.no_grad():
         _, path = sample(model, x0, m, method="rk4", steps=200, return_path=True)
+    path = path.cpu()
     lengths = (path[1:] - path[:-1]).pow(2).sum((-2, -1)).sqrt().sum(0)
     e_ref = energy(path[-1].double())
     floor = _w1(e_ref[: n // 2], e_ref[n // 2 :])
     w1 = {}
     for k in STEP_GRID:
         with torch.no_grad():
-            xk = sample(model, x0, m, method="rk4", steps=k)
+            xk = sample(model, x0, m, method="rk4", steps=k).cpu()
         w1[k] = _w1(energy(xk.double()), e_ref)
     needed = next((k for k in STEP_GRID if all(w1[j] <= floor for j in STEP_GRID if j >= k)), None)
     return {
@@ -101,13 +107,20 @@ def main(argv=None):
     ap.add_argument("--out-root", default="runs/equivariant_flows")
     ap.add_argument("--small", action="store_true", help="tiny networks and data (smoke test)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default=None,
+                    help="geoflow train --device for every run (default: geoflow's, auto), and where the evaluation "
+                         "solves the flow (default cpu)")
+    ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (they share the device)")
     args = ap.parse_args(argv)
     results = _runs.load(Path(args.json)) if args.json else {}
+    todo = []
     for system in args.systems:
         for coupling in args.couplings:
             out = Path(args.out_root) / f"{system}-{coupling}"
             cmd = ["geoflow", "train", system, "--coupling", coupling, "--steps", str(args.steps), "--seed", "0",
                    "--out", str(out), "--quiet", "--no-plot"]
+            if args.device:
+                cmd += ["--device", args.device]
             if args.batch_size:
                 cmd += ["--batch-size", str(args.batch_size)]
             if args.small:
@@ -118,15 +131,32 @@ def main(argv=None):
             if results.get(key, {}).get("command") == settings and (out / "metrics.json").exists():
                 print(f"{key}: already measured with these settings")
                 continue
-            t0 = time.time()
+            todo.append((key, out, cmd, settings))
+    running = []  # (process or None, start time, key, out, settings)
+    while todo or running:
+        while todo and len(running) < max(1, args.jobs):
+            key, out, cmd, settings = todo.pop(0)
+            proc = None
             if not (out / "metrics.json").exists():
-                subprocess.run([sys.executable, "-m", "geoflow.cli", *cmd[1:]], check=True)
-            res = evaluate(out, args.n, args.cost_batches)
-            res.update(command=settings, minutes=(time.time() - t0) / 60, threads=os.environ.get("OMP_NUM_THREADS"))
+                proc = subprocess.Popen([sys.executable, "-m", "geoflow.cli", *cmd[1:]])
+            running.append((proc, time.time(), key, out, settings))
+        done = [r for r in running if r[0] is None or r[0].poll() is not None]
+        if not done:
+            time.sleep(1.0)
+            continue
+        for item in done:
+            running.remove(item)
+            proc, t0, key, out, settings = item
+            if proc is not None and proc.returncode != 0:
+                print(f"{key}: training FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
+                continue
+            res = evaluate(out, args.n, args.cost_batches, device=args.device or "cpu")
+            res.update(command=settings, minutes=(time.time() - t0) / 60, threads=os.environ.get("OMP_NUM_THREADS"),
+                       device=args.device or "auto", jobs=args.jobs)
             results[key] = res
             print(f"{key}: NLL {res['test_nll']:.3f}  ESS {res['ess']:.4f}  transport {res['transport_cost']:.3f}  "
                   f"path {res['path_length_median']:.3f} (straight {res['straight_length_median']:.3f})  "
-                  f"steps needed {res['steps_needed']}", flush=True)
+                  f"steps needed {res['steps_needed']}  ({res['minutes']:.1f} min)", flush=True)
             if args.json:  # another system may run beside this one: merge into the file as it is now
                 _runs.merge(Path(args.json), key, res)
     return results

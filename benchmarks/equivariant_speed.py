@@ -20,6 +20,8 @@ time, the median, the machine, the thread count and the versions.
 
 Usage (the real measurement; on a quiet machine):
     OMP_NUM_THREADS=2 python benchmarks/equivariant_speed.py --json benchmarks/results/equivariant_speed.json
+On a GPU (times are taken after torch.cuda.synchronize):
+    python benchmarks/equivariant_speed.py --device cuda --json benchmarks/results/equivariant_speed_cuda_h100.json
 Smoke test:
     python benchmarks/equivariant_speed.py --small
 """
@@ -117,8 +119,10 @@ def _machine() -> dict:
             cpu = names[0]
     except OSError:
         pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "gpu": gpu,
+            "cuda_version": torch.version.cuda}
 
 
 def _build(name: str, args):
@@ -133,10 +137,17 @@ def _build(name: str, args):
     raise ValueError(f"unknown model {name!r}; use egnn, tfn, egnn_pytorch, e3nn_gate_points")
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU (CUDA runs kernels asynchronously: a timer must not stop before they finish)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _time(model, x, t, *, warmup: int, repeats: int, backward: bool) -> list[float]:
     times = []
     for k in range(warmup + repeats):
         model.zero_grad(set_to_none=True)
+        _sync(x.device)
         t0 = time.perf_counter()
         if backward:
             v = model(x, t)
@@ -144,6 +155,7 @@ def _time(model, x, t, *, warmup: int, repeats: int, backward: bool) -> list[flo
         else:
             with torch.no_grad():
                 v = model(x, t)
+        _sync(x.device)
         dt = time.perf_counter() - t0
         if k >= warmup:
             times.append(1e3 * dt)
@@ -159,7 +171,7 @@ def main(argv=None) -> dict:
     p.add_argument("--models", default="egnn,tfn,egnn_pytorch,e3nn_gate_points")
     p.add_argument("--e3nn-mul", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (GPU times wait for the kernels: synchronised)")
     p.add_argument("--small", action="store_true", help="smoke test: batch 4, 13 particles, 2 repeats, 1 warmup")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
@@ -179,7 +191,7 @@ def main(argv=None) -> dict:
             "batch": args.batch, "particles": args.particles, "edges": edges, "repeats": args.repeats,
             "warmup": args.warmup, "seed": args.seed, "device": str(dev), "results": {}}
     print(f"# {info['machine']['cpu']}, {info['machine']['cpu_count']} CPUs, torch threads {torch.get_num_threads()}, "
-          f"device {dev}; {info['versions']}")
+          f"device {dev}{' (' + info['machine']['gpu'] + ')' if dev.type == 'cuda' else ''}; {info['versions']}")
     print(f"# batch {args.batch} x {args.particles} particles (3-D), fully connected: {edges} edges; "
           f"median of {args.repeats} after {args.warmup} warm-up")
     print(f"{'model':<18} {'params':>9} {'fwd+bwd ms':>11} {'fwd ms':>9}")
