@@ -161,6 +161,17 @@ class Geometry:
         #: Whether the volume density log rho is non-trivial (its gradient enters the divergence).
         self.has_volume_density = lvd is not None and lvd is not Manifold.log_volume_density
         self.dim_ambient = math.prod(self.point_shape)
+        #: The projector in the divergence's trace: ``manifold.divergence_proju`` where a manifold
+        #: has one (Mesh: the face plane, the surface's true tangent plane), else ``proju``.
+        tp = getattr(manifold, "divergence_proju", None) if manifold is not None else None
+        self._trace_proju = tp if callable(tp) else None
+        #: The field whose trace the divergence takes, from the stepping field: ``manifold.face_velocity``
+        #: (Mesh: the velocity inside the face), else the field itself.
+        fv = getattr(manifold, "face_velocity", None) if manifold is not None else None
+        self.trace_field = fv if callable(fv) else None
+        #: Steps that report a log-density jump (Mesh.walk: flux ratios at edge crossings).
+        wk = getattr(manifold, "walk", None) if manifold is not None else None
+        self.walk = wk if callable(wk) else None
 
     def require_expmap(self, method: str) -> None:
         """The geometric steppers move with expmap: say what to do on a manifold without one."""
@@ -180,6 +191,10 @@ class Geometry:
 
     def projx(self, x):
         return x if self.flat else self.manifold.projx(x)
+
+    def trace_proju(self, x, u):
+        """P_x of the divergence tr(P_x J): ``divergence_proju`` of the manifold if it has one, else ``proju``."""
+        return self._trace_proju(x, u) if self._trace_proju is not None else self.proju(x, u)
 
     def expmap(self, x, u):
         return x + u if self.flat else self.manifold.expmap(x, u)

@@ -18,6 +18,11 @@ g = G(x) (Poincare ball, SPD), P = I and rho = sqrt(det G), which is the coordin
 (sphere, SO(3), hyperboloid with its Minkowski-orthogonal P) rho = 1 and tr(P J) is the
 trace of the covariant derivative.
 
+A manifold may name a different projector for the trace, ``divergence_proju``: on a triangle
+mesh (``manifolds.Mesh``) the sampler moves points inside their face with the face-plane part of
+the field, so the trace is taken along the face (P_x = the face plane's projector) while
+``proju`` uses the mesh's smooth normal field.
+
 The field handed in here is already the projected field x -> proju(x, v(x, t)); on M it
 equals v when v is tangent, so the trace is unchanged (P dP[e] P = 0 for a family of
 projections), and a velocity with a normal component gets the divergence of its tangent part.
@@ -105,13 +110,14 @@ class Divergence:
         with torch.enable_grad():
             xr = x if (create and x.requires_grad) else x.detach().requires_grad_(True)
             out = field(xr)
+            w = out if geom.trace_field is None else geom.trace_field(xr, out)
             tr = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            if out.requires_grad:
+            if w.requires_grad:
                 if self.kind == "exact":
-                    tr = self._reverse_exact(out, xr, x, create)
+                    tr = self._reverse_exact(w, xr, x, create)
                 else:
-                    pull = torch.autograd.grad(out, xr, self.eps, retain_graph=True, create_graph=create, allow_unused=True)[0]
-                    tr = _point_dot(_zero_if_none(pull, x), geom.proju(x, self.eps))
+                    pull = torch.autograd.grad(w, xr, self.eps, retain_graph=True, create_graph=create, allow_unused=True)[0]
+                    tr = _point_dot(_zero_if_none(pull, x), geom.trace_proju(x, self.eps))
             if geom.has_volume_density:
                 log_rho = geom.log_volume_density(xr).sum()
                 if log_rho.requires_grad:
@@ -126,7 +132,7 @@ class Divergence:
         geom = self.geom
         basis = _basis(geom, x)
         D = basis.shape[0]
-        proj = geom.proju(x, basis.expand((D,) + tuple(x.shape)))  # P e_i at every point
+        proj = geom.trace_proju(x, basis.expand((D,) + tuple(x.shape)))  # P e_i at every point
         if D <= _LOOP_MAX_DIM:
             tr = None
             for i in range(D):
@@ -146,6 +152,8 @@ class Divergence:
     # ------------------------------------------------------------ forward
     def _forward(self, field, x):
         geom = self.geom
+        if geom.trace_field is not None:
+            raise ValueError(f"Divergence mode 'forward' does not support {type(geom.manifold).__name__}; use mode='reverse'")
         if self.kind == "exact":
             basis = _basis(geom, x)
 
@@ -155,11 +163,11 @@ class Divergence:
             # J e_i for every ambient basis vector in one batched pass: (D, batch, *point_shape);
             # P_x is applied outside vmap (manifold code need not support batching rules).
             out, cols = vmap(column, in_dims=0, out_dims=(None, 0))(basis)
-            tr = _point_dot(basis.expand_as(cols).flatten(0, 1), geom.proju(x, cols).flatten(0, 1))
+            tr = _point_dot(basis.expand_as(cols).flatten(0, 1), geom.trace_proju(x, cols).flatten(0, 1))
             tr = tr.reshape(basis.shape[0], x.shape[0]).sum(0)
         else:
             out, jv = jvp(field, (x,), (self.eps,))
-            tr = _point_dot(self.eps, geom.proju(x, jv))
+            tr = _point_dot(self.eps, geom.trace_proju(x, jv))
         if geom.has_volume_density:
             tr = tr + jvp(geom.log_volume_density, (x,), (out,))[1]
         return out, tr
@@ -169,10 +177,12 @@ def draw_probe(kind: str, like: torch.Tensor, generator: Optional[torch.Generato
     """The Hutchinson probe: standard normal, or Rademacher (+-1 with probability 1/2)."""
     if kind == "exact":
         return None
+    # drawn on the generator's device (a seeded CPU generator gives the same probe on every device)
+    dev = generator.device if generator is not None else like.device
     if kind == "hutchinson":
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
-    bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device)
-    return (2 * bits - 1).to(like.dtype)
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=dev).to(like.device)
+    bits = torch.randint(0, 2, like.shape, generator=generator, device=dev)
+    return (2 * bits - 1).to(dtype=like.dtype, device=like.device)
 
 
 def divergence(

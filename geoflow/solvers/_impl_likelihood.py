@@ -109,6 +109,11 @@ def log_likelihood(
     call = CheckedVelocity(velocity, cond)
     grad = need_grad(requires_grad, x1, cond)
     div = Divergence(geom, divergence, draw_probe(divergence, x1, generator), create_graph=grad)
+    if geom.walk is not None and method not in MANIFOLD_METHODS:
+        raise ValueError(
+            f"log_likelihood on {type(manifold).__name__} needs a fixed-step method {list(MANIFOLD_METHODS)} "
+            f"(its steps report the density jumps at mesh edges), got method={method!r}"
+        )
     grid = time_grid(1.0, 0.0, steps)
     delta = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
 

@@ -18,8 +18,11 @@ factor-wise on products); on other manifolds it is obtained by automatic differe
 manifold's vector transport, projection on the sphere) and ``"proju"`` agree with dlog only
 up to O(|u|^2), which caps rk4 at order 2 on curved manifolds (measured in tests/solvers).
 
-Extra Euclidean state (the log-density increment of :func:`log_likelihood`) is advanced
-with the same tableau: e_new = e + h sum_i b_i e_i.
+Extra Euclidean state (the divergence integral of :func:`log_likelihood`) is advanced
+with the same tableau: e_new = e + h sum_i b_i e_i.  On a manifold whose steps report a
+log-density jump (``Mesh.walk``: the flux ratios where a step crosses edges of a triangle mesh)
+the jump J of each step's move is subtracted, e_new -= J: e integrates div, the rate of *loss*
+of log-density along the flow, whichever way in time the step goes.
 """
 
 from __future__ import annotations
@@ -234,9 +237,16 @@ def integrate_fixed(
             vi, ei = dynamics(xi, t + c[i] * h, where_fixed(k, steps, t + c[i] * h))
             ks.append(vi if i == 0 else move(x, xi, vi))
             es.append(ei)
-        x = geom.projx(geom.expmap(x, _combine(b, ks, h)))
+        if geom.walk is not None:
+            # a step that crosses edges of a mesh changes the density by the flux ratios it reports
+            y, jump = geom.walk(x, _combine(b, ks, h))
+            x = geom.projx(y)
+        else:
+            x, jump = geom.projx(geom.expmap(x, _combine(b, ks, h))), None
         if extra is not None:
             extra = extra + _combine(b, es, h)
+            if jump is not None:
+                extra = extra - jump
         if return_path:
             path.append(x)
     return x, extra, path

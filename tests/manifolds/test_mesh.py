@@ -136,16 +136,146 @@ def test_proju_and_checks(blob, gen, dtype):
         blob.check_vector(x, u + n)
 
 
-def test_expmap_is_projected_step(blob, gen):
+def test_adjacency_pairs_faces_across_shared_edges(blob):
+    F, adj = blob._F, blob._adj
+    assert (adj >= 0).all()  # closed surface
+    g, j = adj // 3, adj % 3
+    assert (adj[g, j] == 3 * np.arange(len(F))[:, None] + np.arange(3)).all()  # involution
+    for i in range(3):
+        mine = np.sort(F[:, [(i + 1) % 3, (i + 2) % 3]], axis=1)
+        rows = np.arange(len(F))
+        theirs = np.sort(np.stack([F[g[:, i], (j[:, i] + 1) % 3], F[g[:, i], (j[:, i] + 2) % 3]], 1), axis=1)
+        assert (mine == theirs).all()
+    # an open mesh (one triangle strip) has boundary edges
+    strip = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.2]], float), np.array([[0, 1, 2], [1, 3, 2]]), n_eigs=1)
+    assert (strip._adj < 0).sum() == 4 and (strip._adj >= 0).sum() == 2
+
+
+def test_walk_inside_a_face_is_the_face_plane_step(blob, gen):
+    x = blob.random_base(40, generator=gen, dtype=torch.float64)
+    face, _ = blob.locate(x)
+    u = 1e-6 * blob.scale * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    y, jump = blob.walk(x, u)
+    nf = blob.face_normals[face]
+    n = blob.normal(x)
+    same = blob.locate(y.clone())[0] == face
+    assert int(same.sum()) >= 35  # tiny steps stay in their face (the rest cross an edge they started next to)
+    # the tangent part of u (smooth normal), rotated onto the face plane by the smallest rotation n -> n_f
+    ut = u - (u * n).sum(-1, keepdim=True) * n
+    axis = torch.linalg.cross(n, nf, dim=-1)
+    sin, cos = axis.norm(dim=-1, keepdim=True), (n * nf).sum(-1, keepdim=True)
+    k = axis / sin
+    rodrigues = ut * cos + torch.linalg.cross(k, ut, dim=-1) * sin + k * (k * ut).sum(-1, keepdim=True) * (1 - cos)
+    torch.testing.assert_close(y[same], (x + rodrigues)[same], atol=1e-15, rtol=0)
+    torch.testing.assert_close(blob.face_velocity(x, u), rodrigues, atol=1e-15, rtol=0)
+    assert (jump[same] == 0).all()
+    assert float(((y - x) * nf).sum(-1).abs().max()) < 1e-15  # moves in the face plane
+
+
+def test_walk_on_a_flat_mesh_is_a_translation(gen):
+    # a triangulated planar square: crossing edges changes nothing, so the walk is x + u
+    n = 6
+    ii, jj = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    V = np.stack([ii.ravel() / n, jj.ravel() / n, np.zeros(ii.size)], 1)
+    idx = lambda a, b: a * (n + 1) + b  # noqa: E731
+    F = [[idx(a, b), idx(a + 1, b), idx(a + 1, b + 1)] for a in range(n) for b in range(n)]
+    F += [[idx(a, b), idx(a + 1, b + 1), idx(a, b + 1)] for a in range(n) for b in range(n)]
+    sq = Mesh(V, np.array(F), n_eigs=3)
+    x = torch.rand(50, 3, generator=gen, dtype=torch.float64) * 0.4 + 0.3
+    x[:, 2] = 0
+    u = (torch.rand(50, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.5
+    y, jump = sq.walk(x, u)
+    want = x + u
+    want[:, 2] = 0
+    torch.testing.assert_close(y, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(jump, torch.zeros(50, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_walk_crossing_a_fold_has_the_flux_jump():
+    # two faces folded along the y axis: f in the plane z = 0 (x < 0), g rising with slope 1 (x > 0).
+    # With the displacement taken in the plane of the bisector normal m of the fold, the rotations onto f and g
+    # are rotations about the edge, so the flux is continuous (jump 0) and the point goes on in g with the
+    # same speed; with f's own normal the velocity keeps its in-plane form in f and turns in g, with the jump
+    # log((u . nu_f) / (R_g u . nu_g)).
+    V = np.array([[-1.0, -1, 0], [-1, 1, 0], [0, -1, 0], [0, 1, 0], [1, -1, 1], [1, 1, 1]])
+    F = np.array([[0, 2, 1], [1, 2, 3], [2, 4, 3], [3, 4, 5]])
+    m = Mesh(V, F, n_eigs=2)
+    x = torch.tensor([[-0.1, 0.1, 0.0]], dtype=torch.float64)
+    r2 = math.sqrt(2)
+    c8, s8 = math.cos(math.pi / 8), math.sin(math.pi / 8)  # the bisector is tilted by 22.5 degrees
+    mb = torch.tensor([[-s8, 0.0, c8]], dtype=torch.float64)
+    u = torch.tensor([[0.3 * c8, 0.05, 0.3 * s8]], dtype=torch.float64)  # tangent to the bisector plane
+    y, jump = m.walk(x, u, normal=mb)
+    # in f: (0.3, 0.05, 0) reaches x = 0 at fraction 1/3; in g: (0.3/sqrt2, 0.05, 0.3/sqrt2) for 2/3
+    want = torch.tensor([0.0, 0.1 + 0.05 / 3, 0.0], dtype=torch.float64) + (2 / 3) * torch.tensor([0.3 / r2, 0.05, 0.3 / r2], dtype=torch.float64)
+    torch.testing.assert_close(y[0], want, atol=1e-12, rtol=0)
+    assert abs(float(jump[0])) < 1e-12
+    nf = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    u2 = torch.tensor([[0.3, 0.05, 0.0]], dtype=torch.float64)
+    y2, jump2 = m.walk(x, u2, normal=nf)
+    ng = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64) / r2
+    rg = u2[0] - (u2[0] @ ng) / (1 + float(nf[0] @ ng)) * (nf[0] + ng)  # R_g u2
+    nu_g = torch.tensor([1.0, 0, 1], dtype=torch.float64) / r2
+    assert abs(float(jump2[0]) - math.log(0.3 / float(rg @ nu_g))) < 1e-12
+    torch.testing.assert_close(y2[0], torch.tensor([0.0, 0.1 + 0.05 / 3, 0.0], dtype=torch.float64) + (2 / 3) * rg, atol=1e-12, rtol=0)
+    # a plane tilted along the edge, in which the turned velocity points back out of g: in f the point moves
+    # with (0.05, 0.24, 0) (u rotated about the x axis), reaches the edge at fraction 0.2, then slides along
+    # the edge with u's edge-parallel part 0.192 for the remaining 0.8 ...
+    n3 = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)
+    u3 = torch.tensor([[0.05, 0.192, -0.144]], dtype=torch.float64)
+    x3 = torch.tensor([[-0.01, 0.1, 0.0]], dtype=torch.float64)
+    y3, jump3 = m.walk(x3, u3, normal=n3)
+    torch.testing.assert_close(y3[0], torch.tensor([0.0, 0.148 + 0.8 * 0.192, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
+    assert float(jump3[0]) == 0.0
+    # ... and stops at the end of the edge
+    y4, _ = m.walk(x3, 10 * u3, normal=n3)
+    torch.testing.assert_close(y4[0], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_walk_jump_is_the_area_change_of_the_step(blob, gen):
+    """The walk of a constant displacement maps a tiny triangle to one whose log-area change is minus the jump."""
+    n, h = 200, 1e-6 * blob.scale
+    x = blob.random_base(n, generator=gen, dtype=torch.float64)
+    face, _ = blob.locate(x)
+    nf = blob.face_normals[face]
+    e1 = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    e1 = e1 - (e1 * nf).sum(-1, keepdim=True) * nf
+    e1 = e1 / e1.norm(dim=-1, keepdim=True)
+    e2 = torch.linalg.cross(nf, e1, dim=-1)
+    # steps of a few faces (long constant-direction walks on a closed surface end stopped at edges)
+    u = 0.05 * blob.scale * blob.proju(x, torch.randn(n, 3, generator=gen, dtype=torch.float64))
+    n0 = blob.normal(x)  # one plane for the three corners, so that the step is the same constant field
+    tri = [x, x + h * e1, x + h * e2]
+    outs = [blob.walk(p, u, normal=n0) for p in tri]
+    faces = [blob.locate(o[0].clone())[0] for o in outs]
+    ok = (faces[0] == faces[1]) & (faces[0] == faces[2])  # the three took the same faces (not split by a vertex)
+    assert int(ok.sum()) >= 0.97 * n
+    y0, y1, y2 = (o[0] for o in outs)
+    log_area = torch.log(torch.linalg.cross(y1 - y0, y2 - y0, dim=-1).norm(dim=-1) / h**2)
+    crossed = outs[0][1] != 0
+    assert int((crossed & ok).sum()) > 50  # the steps do cross edges, so the check is not vacuous
+    # density x area is conserved: the area changes by exp(-jump)
+    torch.testing.assert_close(log_area[ok], -outs[0][1][ok], atol=1e-5, rtol=0)
+    assert _on_surface(blob, y0) < 1e-12
+
+
+def test_expmap_is_the_walk_and_stays_on_the_surface(blob, gen):
     x = blob.random_base(40, generator=gen, dtype=torch.float64)
     u = 0.1 * blob.proju(x, torch.randn(x.shape, generator=gen, dtype=torch.float64))
     y = blob.expmap(x, u)
     assert _on_surface(blob, y) < 1e-12
-    torch.testing.assert_close(y, blob.projx(x + u))
+    torch.testing.assert_close(y, blob.walk(x, u)[0])
     with pytest.raises(NotImplementedError, match="PremetricPath"):
         blob.logmap(x, y)
     with pytest.raises(NotImplementedError, match="PremetricPath"):
         blob.geodesic(x, y, 0.5)
+
+
+def test_walk_gradients_match_finite_differences(blob):
+    x = blob.random_base(6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    u = 0.2 * blob.proju(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64))
+    assert bool((blob.walk(x, u)[1] != 0).any())
+    torch.autograd.gradcheck(lambda uu: blob.walk(x, uu), (u.clone().requires_grad_(True),), eps=1e-8, atol=1e-5)
 
 
 # ------------------------------------------------------------------ base distribution

@@ -1,11 +1,13 @@
-"""log_likelihood on a triangle mesh: tangent-plane divergence through Mesh.proju."""
+"""log_likelihood on a triangle mesh: in-face divergence plus the flux jumps of Mesh.walk at edge crossings."""
 
 import math
 
 import pytest
 import torch
 
-from geoflow.solvers import log_likelihood
+import numpy as np
+
+from geoflow.solvers import log_likelihood, sample
 from manifolds import Sphere
 
 import trimesh  # a dependency of geoflow: a missing install must fail, not skip
@@ -18,25 +20,69 @@ def ico():
     return Mesh(s.vertices, s.faces, n_eigs=5)
 
 
-def test_rotation_keeps_uniform_density_up_to_the_mesh_resolution():
-    """A rotation of the sphere keeps the uniform density; on an icosphere the projected flow does so up to
-    the discretisation, and the error falls as the mesh is refined (smooth tangent planes, Mesh.proju)."""
+def _tiny_triangles(m, n, seed, h=1e-6):
+    g = torch.Generator().manual_seed(seed)
+    x = m.random_base(n, generator=g, dtype=torch.float64)
+    face, _ = m.locate(x)
+    nf = m.face_normals[face]
+    e1 = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    e1 = e1 - (e1 * nf).sum(-1, keepdim=True) * nf
+    e1 = e1 / e1.norm(dim=-1, keepdim=True)
+    return torch.cat([x, x + h * e1, x + h * torch.linalg.cross(nf, e1, dim=-1)]), h
+
+
+def _log_area_change(y, n, h):
+    return torch.log(torch.linalg.cross(y[n : 2 * n] - y[:n], y[2 * n :] - y[:n], dim=-1).norm(dim=-1) / h**2)
+
+
+def test_likelihood_is_the_density_of_the_executed_flow_and_converges():
+    """A rotation of the sphere, run on an icosphere: the likelihood of a sample equals minus the log-area change
+    of a tiny triangle under the map the sampler executes (face-plane motion, flux jumps at edges), and the
+    density stays near uniform, converging (first order in the steps) as the solver is refined."""
     w = torch.tensor([0.3, -1.0, 0.5], dtype=torch.float64)
 
     def v(x, t):
         return torch.linalg.cross(w.expand_as(x), x, dim=-1)
 
-    errors = []
-    for sub in (2, 3):
-        s = trimesh.creation.icosphere(subdivisions=sub)
-        mesh = Mesh(s.vertices, s.faces, n_eigs=5)
-        x1 = mesh.random_base(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        for method in ("euler", "rk4"):
-            lp = log_likelihood(v, x1, mesh, method=method, steps=8)
-            errors.append((sub, float((lp + math.log(mesh.total_area)).abs().max())))
-    coarse = max(e for s, e in errors if s == 2)
-    fine = max(e for s, e in errors if s == 3)
-    assert fine < 0.01 and fine < coarse / 2, errors
+    s = trimesh.creation.icosphere(subdivisions=3)
+    mesh = Mesh(s.vertices, s.faces, n_eigs=5)
+    n = 64
+    start, h = _tiny_triangles(mesh, n, 0)
+    dev = {}
+    for steps in (8, 64):
+        y = sample(v, start, mesh, method="rk4", steps=steps)
+        lp = log_likelihood(v, y[:n], mesh, method="rk4", steps=steps) + math.log(mesh.total_area)
+        mismatch = _log_area_change(y, n, h) + lp
+        dev[steps] = float(lp.abs().median())
+        if steps == 64:
+            assert float(mismatch.abs().median()) < 0.02 and float(mismatch.abs().max()) < 0.15
+    assert dev[64] < 0.03 and dev[64] < dev[8] / 4, dev
+
+
+def test_likelihood_on_a_mesh_with_sharp_features_matches_the_executed_flow():
+    """The same check on an irregular bumpy surface (dihedral angles up to ~60 degrees), with a compressible field."""
+    sph = trimesh.creation.icosphere(subdivisions=2)
+    v0 = np.asarray(sph.vertices)
+    r = 1 + 0.3 * np.sin(3 * v0[:, 0]) * np.cos(2 * v0[:, 1]) + 0.05 * np.random.default_rng(0).standard_normal(len(v0))
+    mesh = Mesh(v0 * r[:, None], sph.faces, n_eigs=5)
+    a = torch.tensor([0.2, 0.5, -0.3], dtype=torch.float64)
+
+    def v(x, t):
+        return a * (1 + 0.5 * x[..., :1])
+
+    n = 64
+    start, h = _tiny_triangles(mesh, n, 1)
+    y = sample(v, start, mesh, method="rk4", steps=64)
+    lp = log_likelihood(v, y[:n], mesh, method="rk4", steps=64) + math.log(mesh.total_area)
+    mismatch = _log_area_change(y, n, h) + lp
+    assert float(lp.abs().median()) > 0.1  # the flow does change the density
+    assert float(mismatch.abs().median()) < 0.03, mismatch.abs().median()
+
+
+def test_mesh_likelihood_needs_a_fixed_step_method(ico):
+    x1 = ico.random_base(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(ValueError, match="fixed-step method"):
+        log_likelihood(lambda x, t: torch.zeros_like(x), x1, ico, method="dopri5")
 
 
 def test_mesh_likelihood_approaches_sphere(ico):
@@ -47,7 +93,7 @@ def test_mesh_likelihood_approaches_sphere(ico):
         return a - (a * x).sum(-1, keepdim=True) * x / (x * x).sum(-1, keepdim=True)
 
     x1 = ico.random_base(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    lp_mesh = log_likelihood(v, x1, ico, method="rk4", steps=20)
+    lp_mesh = log_likelihood(v, x1, ico, method="rk4", steps=64)  # first order at edge crossings
     S = Sphere(2)
     lp_sphere = log_likelihood(v, S.projx(x1), S, method="rk4", steps=20)
     # the change of log-density, which the flow causes, must agree; the base constants differ by the area
