@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mesh datasets: spectral premetric of the premetric path ({dflt('premetric')})")
     t.add_argument("--premetric-steps", type=_positive_int, default=None,
                    help=f"projected Euler steps that draw x_t on the premetric path ({dflt('premetric_steps')})")
+    t.add_argument("--normal-weight", type=_nonneg_float, default=None,
+                   help=f"penalty on the normal part of the MLP's raw output in the RCFM loss; keeps mesh flows free of "
+                        f"face-scale density ripples ({dflt('normal_weight')})")
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
@@ -350,6 +353,7 @@ def _train(args, dist) -> int:
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps, device=args.device,
+        normal_weight=args.normal_weight,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

@@ -90,7 +90,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
     def _first_weight(self) -> torch.Tensor:
         return self.net[0].weight
 
-    def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t, cond=None, *, project: bool = True) -> torch.Tensor:
         m = self.manifold
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"MLPVelocity: `x` must be a tensor, got {type(x).__name__}")
@@ -114,4 +114,4 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         elif self.cond_dim is not None:
             h.append(c)
         out = self.net(torch.cat(h, dim=-1)).reshape(x.shape)
-        return m.proju(x, out)
+        return m.proju(x, out) if project else out

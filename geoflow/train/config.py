@@ -113,6 +113,8 @@ class TrainConfig:
             dimensions, Hutchinson above (e.g. LJ55's 162).
         premetric: the premetric of the premetric path on a mesh: "biharmonic" (default) or
             "diffusion" (Chen & Lipman 2023; the diffusion time is the mesh's ``tau``).
+        normal_weight: weight of the penalty on the normal part of the network's raw output in
+            the RCFM loss (:func:`geoflow.losses.rcfm_loss`; 0 = off; MLP networks only).
         premetric_steps: projected Euler steps that :class:`geoflow.paths.PremetricPath`
             takes to draw x_t (default 8).
         test_points: test points for the final NLL (a seeded subset; 0: all).
@@ -169,6 +171,7 @@ class TrainConfig:
     test_points: int = 0
     premetric: str = "biharmonic"
     premetric_steps: int = 8
+    normal_weight: float = 0.0
     device: str = "auto"
 
     def __post_init__(self):
@@ -214,6 +217,9 @@ class TrainConfig:
         if not (isinstance(self.ot_reg, (int, float)) and math.isfinite(self.ot_reg) and self.ot_reg > 0):
             raise ValueError(f"TrainConfig.ot_reg must be a finite number > 0, got {self.ot_reg!r}")
         check_device_string(self.device)
+        nw = self.normal_weight
+        if isinstance(nw, bool) or not isinstance(nw, (int, float)) or not math.isfinite(nw) or nw < 0:
+            raise ValueError(f"TrainConfig.normal_weight must be a finite number >= 0, got {nw!r}")
         mults = self.unet_mults
         if not isinstance(mults, (tuple, list)) or not mults or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults

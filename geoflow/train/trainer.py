@@ -362,7 +362,7 @@ class Trainer:
         if self.path_kind == "affine":
             loss = cfm_loss(self.train_model, sample, cond=cond)
         else:
-            loss = rcfm_loss(m, self.train_model, sample, cond=cond)
+            loss = rcfm_loss(m, self.train_model, sample, cond=cond, normal_weight=self.config.normal_weight)
         # Equal shares: the mean of the per-process means is the global mean (DDP averages the gradients alike).
         global_loss = dist.mean(loss.detach())
         if not torch.isfinite(global_loss):
@@ -456,7 +456,7 @@ class Trainer:
             if self.path_kind == "affine":
                 total += float(cfm_loss(model, sample, cond=cond))
             else:
-                total += float(rcfm_loss(self.manifold, model, sample, cond=cond))
+                total += float(rcfm_loss(self.manifold, model, sample, cond=cond, normal_weight=self.config.normal_weight))
         return total / repeats
 
     def validate(self) -> float:

@@ -197,6 +197,28 @@ def test_rcfm_equals_cfm_on_euclidean_and_uses_the_metric():
     torch.testing.assert_close(cfm_loss(model, s), ref)
 
 
+def test_rcfm_normal_weight_penalises_the_raw_normal_part():
+    from geoflow.nn import MLPVelocity
+
+    s2 = M.Sphere(2)
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = s2.random_base(32, generator=g), s2.random_base(32, generator=g)
+    smp = GeodesicPath(s2).sample(x0, x1, torch.rand(32, generator=g))
+    torch.manual_seed(0)
+    model = MLPVelocity(s2, hidden=16, depth=2)
+    raw = model(smp.x_t, smp.t, project=False)
+    v = model(smp.x_t, smp.t)
+    torch.testing.assert_close(v, s2.proju(smp.x_t, raw))
+    normal = ((raw - v) ** 2).sum(-1).mean()
+    assert float(normal.detach()) > 1e-3  # an untrained MLP's output is not tangent: the check is not vacuous
+    base = rcfm_loss(s2, model, smp)
+    torch.testing.assert_close(rcfm_loss(s2, model, smp, normal_weight=0.0), base)
+    torch.testing.assert_close(rcfm_loss(s2, model, smp, normal_weight=2.5), base + 2.5 * normal)
+    # and its gradient reaches the parameters
+    rcfm_loss(s2, model, smp, normal_weight=1.0).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_loss_rejects_bad_model_output():
     s = PathSample(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4), torch.zeros(4, 3), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="shape of x_t"):
