@@ -167,6 +167,30 @@ def test_mesh_on_cuda_equals_the_cpu(mesh, dtype):
         m.logmap(x.to(CUDA), y.to(CUDA))
 
 
+def test_mesh_walk_and_likelihood_on_cuda(mesh, dtype):
+    """Mesh.walk (face-by-face steps with flux jumps) and the mesh likelihood on CUDA equal the CPU's."""
+    m = mesh
+    g = _gen(7)
+    x = m.random_base(32, generator=g, dtype=dtype)
+    u = m.proju(x, 0.3 * torch.randn(x.shape, generator=g, dtype=dtype))
+    (yg, jg), (yc, jc) = m.walk(x.to(CUDA), u.to(CUDA)), m.walk(x, u)
+    assert yg.device == CUDA and jg.device == CUDA and bool((jc != 0).any())
+    _same(yg, yc, dtype, scale=10, what="Mesh.walk end points")
+    _same(jg, jc, dtype, scale=100, what="Mesh.walk jumps")
+    a = torch.tensor([0.2, 0.5, -0.3], dtype=dtype)
+
+    def v(x, t):
+        return a.to(x.device) * (1 + 0.5 * x[..., :1])
+
+    got = log_likelihood(v, x.to(CUDA), m, method="rk4", steps=6)
+    ref = log_likelihood(v, x, m, method="rk4", steps=6)
+    _same(got, ref, dtype, scale=1e3, what="mesh log_likelihood")
+    # a seeded CPU generator gives the same Hutchinson probe on every device
+    hg = log_likelihood(v, x.to(CUDA), m, method="rk4", steps=6, divergence="hutchinson", generator=_gen(3))
+    hc = log_likelihood(v, x, m, method="rk4", steps=6, divergence="hutchinson", generator=_gen(3))
+    _same(hg, hc, dtype, scale=1e3, what="mesh Hutchinson log_likelihood with a CPU generator")
+
+
 # ============================================================================ paths and losses
 def _mlp(manifold, dtype, seed=0, **kw):
     torch.manual_seed(seed)
