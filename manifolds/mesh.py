@@ -163,7 +163,7 @@ class Mesh(Manifold):
       grid's covering radius, with a wider search for the rare uncertified points; see
       :meth:`locate`).
     * ``proju(x, u) = u - <u, n(x)> n(x)`` with n(x) the smooth normal (barycentric
-      interpolation of area-weighted vertex normals, :meth:`normal`; see :meth:`proju` for why
+      interpolation of smoothed, area-weighted vertex normals, :meth:`normal`; see :meth:`proju` for why
       not the face normal).
     * ``expmap(x, u)``: the end of :meth:`walk` (u turned onto each face it crosses), and
       ``retr(x, u) = projx(x + u)`` (a projected step, cheaper, for optimisers): retractions,
@@ -199,6 +199,14 @@ class Mesh(Manifold):
             Crane et al. 2013 through the optional package ``potpourri3d``, symmetrised).
         k_candidates: the closest-point search examines the faces of the 2 k_candidates
             nearest search points (a grid on each face; default 8).
+        normal_smoothing: rounds of averaging each vertex normal with its neighbours' before the
+            smooth normal field is interpolated (default 10; 0 = area-weighted vertex normals).
+            Flows move inside the faces with the tangent field turned from the smooth normal's
+            plane onto the face plane (:meth:`face_velocity`); the less that normal turns inside
+            a face, the less the flow's density ripples at the scale of the faces.  Measured on a
+            2500-step bunny k=10 model (``benchmarks/mesh_nll_check.py``): test NLL at rk4 20 steps
+            2.11 / 1.82 / 1.81 / 1.78 with 0 / 5 / 20 / 60 rounds, samples unchanged; the
+            likelihood stays consistent with the sampled flow (see :meth:`walk`).
 
     Shapes: points and tangent vectors ``(*batch, 3)``.
     """
@@ -216,6 +224,7 @@ class Mesh(Manifold):
         tau: float = 0.25,
         geodesic_method: str = "dijkstra",
         k_candidates: int = 8,
+        normal_smoothing: int = 10,
     ):
         geoopt.Manifold.__init__(self)
         self._set_shape((3,), 2)
@@ -226,6 +235,7 @@ class Mesh(Manifold):
         n_eigs = self._check_int("n_eigs", n_eigs)
         self.tau = self._check_positive("tau", tau)
         self.k_candidates = self._check_int("k_candidates", k_candidates)
+        self.normal_smoothing = self._check_int("normal_smoothing", normal_smoothing, minimum=0)
         V, F = self._validate_mesh(vertices, faces)
         if n_eigs > V.shape[0] - 2:
             raise ValueError(f"`n_eigs` must be <= number of vertices - 2 = {V.shape[0] - 2}, got {n_eigs}")
@@ -332,7 +342,7 @@ class Mesh(Manifold):
         vn = np.zeros_like(V)
         for k in range(3):
             np.add.at(vn, F[:, k], cr)
-        self._vnormals = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
+        self._vnormals = self._smooth_vertex_normals(F, vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300))
         self._adj = self._adjacency(F)
         self.scale = float(np.linalg.norm(V.max(0) - V.min(0)))  # bounding-box diagonal
         # dual basis of (e1, e2) in the face plane: b1(x) = <d1, x - a>, b2(x) = <d2, x - a>
@@ -366,6 +376,23 @@ class Mesh(Manifold):
             owner.append(np.repeat(fs, ij.shape[0]))
         self._grid_owner = np.concatenate(owner)
         self._grid_tree = cKDTree(np.concatenate(pts))
+
+    def _smooth_vertex_normals(self, F: np.ndarray, vn: np.ndarray) -> np.ndarray:
+        """``normal_smoothing`` rounds of n_i <- normalise(n_i + sum of the 1-ring neighbours' n_j)."""
+        if not self.normal_smoothing:
+            return vn
+        import scipy.sparse as sp
+
+        i = np.concatenate([F[:, 0], F[:, 1], F[:, 2]])
+        j = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
+        nv = vn.shape[0]
+        A = sp.coo_matrix((np.ones(2 * i.size), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(nv, nv)).tocsr()
+        A.data[:] = 1.0  # each edge once, whichever faces list it
+        A = A + sp.identity(nv, format="csr")
+        for _ in range(self.normal_smoothing):
+            vn = A @ vn
+            vn = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
+        return vn
 
     @staticmethod
     def _adjacency(F: np.ndarray) -> np.ndarray:
@@ -658,7 +685,8 @@ class Mesh(Manifold):
     def normal(self, x: torch.Tensor, face: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The smooth unit normal at x: n(x) = N / |N|, N = sum_i b_i(x) n_i (Phong interpolation).
 
-        n_i are the vertex normals (area-weighted means of the adjacent face normals) and b_i the
+        n_i are the vertex normals (area-weighted means of the adjacent face normals, smoothed
+        ``normal_smoothing`` times over the 1-ring) and b_i the
         barycentric coordinates of x in its face, so n(x) is continuous across edges and
         differentiable in x inside a face.  Shapes: x ``(*batch, 3)`` -> ``(*batch, 3)``.
         """
@@ -732,9 +760,10 @@ class Mesh(Manifold):
         of these ratios over the crossed edges: the log-density change of mass carried by the step
         (0 without a crossing); the solvers add it to the likelihood.
 
-        Where the velocity in g points back out of g (R_g u . nu_g <= 0) the flow cannot leave the
-        edge: the point slides along it with the edge-parallel part of u for the rest of the step
-        (clamped to the edge; mass gathered on an edge has no finite density, so no jump is added).
+        Where the velocity turned onto g would point back out of g (R_g u . nu_g <= 0: the rotations
+        onto f and g disagree, which happens for velocities nearly parallel to the edge when the
+        smooth normal is not perpendicular to it), the point goes on straight: with its f-velocity
+        unfolded onto g by the rotation about the edge, for the rest of the step, without a jump.
         A point stops on a boundary edge, and after ``max_crossings`` edges.  The walk is
         differentiable in x and u for a fixed sequence of faces.  The face of y is cached for the
         next :meth:`locate` of y.
@@ -783,22 +812,20 @@ class Mesh(Manifold):
             dg = _rotate(d, n0, NF[g])
             out_f = -(dirf * grad_f).sum(-1) / grad_f.norm(dim=-1)
             in_g = (dg * grad_g).sum(-1) / grad_g.norm(dim=-1)
-            go = cross & (nb >= 0) & (in_g > 1e-9 * out_f.abs())
-            stuck = cross & ~go
-            if bool(stuck.any()):
-                # slide along the edge with the edge-parallel part of u for the rest of the step
-                # (clamped to the edge), where the flow of u cannot leave the edge
-                ia, ib = (i + 1) % 3, (i + 2) % 3
-                A, B = V[F[face, ia]], V[F[face, ib]]
-                L = (B - A).norm(dim=-1, keepdim=True)
-                ehat = (B - A) / L
-                tau = ((p - A) * ehat).sum(-1, keepdim=True) + rem.unsqueeze(-1) * (d * ehat).sum(-1, keepdim=True)
-                slid = A + tau.clamp(min=torch.zeros_like(L), max=L) * ehat
-                p = torch.where(stuck.unsqueeze(-1), slid, p)
+            inner = cross & (nb >= 0)
+            go = inner & (in_g > 1e-9 * out_f.abs())
+            # Where the velocity turned onto g points back out of g (the two rotations disagree about a
+            # velocity nearly parallel to the edge), the point goes on straight across the edge instead:
+            # its f-velocity unfolded onto g (the rotation about the edge), which enters g, with no jump.
+            unfold = inner & ~go
+            if bool(unfold.any()):
+                ng = NF[g]
+                straight = _rotate(dirf, nf, ng)
+                d = torch.where(unfold.unsqueeze(-1), _rotate(straight, ng, n0), d)
             ratio = torch.where(go, out_f / torch.where(go, in_g, torch.ones_like(in_g)), torch.ones_like(in_g))
             jump = jump + torch.where(go, ratio.clamp(min=torch.finfo(dt).tiny).log(), torch.zeros_like(jump))
-            face = torch.where(go, g, face)
-            active = go
+            face = torch.where(inner, g, face)
+            active = inner
         y = p.reshape(*batch, 3)
         self._prime_locate(y, face.reshape(batch))
         return y, jump.reshape(batch)

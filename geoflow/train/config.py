@@ -40,7 +40,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 for _mesh in ("bunny", "spot"):
     for _k in (10, 50, 100):
         DATASET_DEFAULTS[f"{_mesh}_k{_k}"] = dict(steps=2500, depth=4, val_points=500, test_points=5000,
-                                                   nll_steps=20)
+                                                   nll_steps=20, normal_weight=10.0)
 
 
 def check_device_string(device, name: str = "TrainConfig.device") -> str:

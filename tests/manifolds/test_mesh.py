@@ -218,18 +218,23 @@ def test_walk_crossing_a_fold_has_the_flux_jump():
     nu_g = torch.tensor([1.0, 0, 1], dtype=torch.float64) / r2
     assert abs(float(jump2[0]) - math.log(0.3 / float(rg @ nu_g))) < 1e-12
     torch.testing.assert_close(y2[0], torch.tensor([0.0, 0.1 + 0.05 / 3, 0.0], dtype=torch.float64) + (2 / 3) * rg, atol=1e-12, rtol=0)
-    # a plane tilted along the edge, in which the turned velocity points back out of g: in f the point moves
-    # with (0.05, 0.24, 0) (u rotated about the x axis), reaches the edge at fraction 0.2, then slides along
-    # the edge with u's edge-parallel part 0.192 for the remaining 0.8 ...
+    # a plane tilted along the edge, in which u turned onto g would point back out of g: in f the point moves
+    # with (0.05, 0.24, 0) (u rotated about the x axis), reaches the edge at fraction 0.2, then goes on straight
+    # across it, its velocity unfolded onto g (rotated about the edge), with no jump
     n3 = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)
     u3 = torch.tensor([[0.05, 0.192, -0.144]], dtype=torch.float64)
     x3 = torch.tensor([[-0.01, 0.1, 0.0]], dtype=torch.float64)
+    ng3 = _rotate_about_y(torch.tensor([0.05, 0.24, 0.0], dtype=torch.float64))
+    assert float(ng3 @ torch.tensor([-1.0, 0, 1], dtype=torch.float64)) == pytest.approx(0, abs=1e-15)  # in g's plane
     y3, jump3 = m.walk(x3, u3, normal=n3)
-    torch.testing.assert_close(y3[0], torch.tensor([0.0, 0.148 + 0.8 * 0.192, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(y3[0], torch.tensor([0.0, 0.148, 0.0], dtype=torch.float64) + 0.8 * ng3, atol=1e-12, rtol=0)
     assert float(jump3[0]) == 0.0
-    # ... and stops at the end of the edge
-    y4, _ = m.walk(x3, 10 * u3, normal=n3)
-    torch.testing.assert_close(y4[0], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def _rotate_about_y(v):
+    """The fold's hinge: f's plane z = 0 onto g's plane z = x (a rotation by 45 degrees about the y axis)."""
+    c = s = 1 / math.sqrt(2)
+    return torch.stack([c * v[0] - s * v[2], v[1], s * v[0] + c * v[2]])
 
 
 def test_walk_jump_is_the_area_change_of_the_step(blob, gen):
@@ -249,7 +254,11 @@ def test_walk_jump_is_the_area_change_of_the_step(blob, gen):
     outs = [blob.walk(p, u, normal=n0) for p in tri]
     faces = [blob.locate(o[0].clone())[0] for o in outs]
     ok = (faces[0] == faces[1]) & (faces[0] == faces[2])  # the three took the same faces (not split by a vertex)
-    assert int(ok.sum()) >= 0.97 * n
+    # points that slid onto an edge (the flow cannot leave it there; no finite density) are rare and left out
+    on_edge = blob.barycentric(outs[0][0].clone())[1].min(-1).values < 1e-9
+    assert int(on_edge.sum()) <= 0.02 * n
+    ok = ok & ~on_edge
+    assert int(ok.sum()) >= 0.95 * n
     y0, y1, y2 = (o[0] for o in outs)
     log_area = torch.log(torch.linalg.cross(y1 - y0, y2 - y0, dim=-1).norm(dim=-1) / h**2)
     crossed = outs[0][1] != 0

@@ -93,7 +93,9 @@ def test_mesh_likelihood_approaches_sphere(ico):
         return a - (a * x).sum(-1, keepdim=True) * x / (x * x).sum(-1, keepdim=True)
 
     x1 = ico.random_base(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    lp_mesh = log_likelihood(v, x1, ico, method="rk4", steps=64)  # first order at edge crossings
+    # first order at edge crossings, with rare large errors where a path crosses an edge nearly parallel to it
+    # (measured: 64 steps median 0.004, max 0.63 (one point of 64); 256 steps median 0.002, max 0.009)
+    lp_mesh = log_likelihood(v, x1, ico, method="rk4", steps=256)
     S = Sphere(2)
     lp_sphere = log_likelihood(v, S.projx(x1), S, method="rk4", steps=20)
     # the change of log-density, which the flow causes, must agree; the base constants differ by the area
