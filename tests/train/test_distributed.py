@@ -177,7 +177,7 @@ def test_local_share_of_the_global_batch(monkeypatch):
                       out="unused")
     seen = {}
 
-    def fake_loss(manifold, model, sample, *, cond=None):
+    def fake_loss(manifold, model, sample, *, cond=None, normal_weight=0.0):
         seen.setdefault("x1", []).append(sample.x1.clone())
         seen.setdefault("t", []).append(sample.t.clone())
         return model(sample.x_t, sample.t).pow(2).mean()
