@@ -44,7 +44,7 @@ SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunn
          "spot_k50": [0]}
 
 #: Training settings (each run fits in 15 minutes on the 2-core CPU; see the timing note in the README).
-SETTINGS = ["--steps", "2500", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
+SETTINGS = ["--steps", "4000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
             "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "8", "--normal-weight", "10"]
 COMMON = ["--eval-every", "500", "--val-points", "500", "--test-points", "5000", "--nll-steps", "20", "--quiet",
           "--no-plot"]
