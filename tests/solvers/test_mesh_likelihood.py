@@ -10,6 +10,8 @@ import numpy as np
 from geoflow.solvers import log_likelihood, sample
 from manifolds import Sphere
 
+from ..manifolds.mesh_triangles import log_area_change, tiny_triangles
+
 import trimesh  # a dependency of geoflow: a missing install must fail, not skip
 from manifolds.mesh import Mesh  # noqa: E402
 
@@ -22,17 +24,7 @@ def ico():
 
 def _tiny_triangles(m, n, seed, h=1e-6):
     g = torch.Generator().manual_seed(seed)
-    x = m.random_base(n, generator=g, dtype=torch.float64)
-    face, _ = m.locate(x)
-    nf = m.face_normals[face]
-    e1 = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    e1 = e1 - (e1 * nf).sum(-1, keepdim=True) * nf
-    e1 = e1 / e1.norm(dim=-1, keepdim=True)
-    return torch.cat([x, x + h * e1, x + h * torch.linalg.cross(nf, e1, dim=-1)]), h
-
-
-def _log_area_change(y, n, h):
-    return torch.log(torch.linalg.cross(y[n : 2 * n] - y[:n], y[2 * n :] - y[:n], dim=-1).norm(dim=-1) / h**2)
+    return tiny_triangles(m, m.random_base(n, generator=g, dtype=torch.float64), h, g), h
 
 
 def test_likelihood_is_the_density_of_the_executed_flow_and_converges():
@@ -52,7 +44,7 @@ def test_likelihood_is_the_density_of_the_executed_flow_and_converges():
     for steps in (8, 64):
         y = sample(v, start, mesh, method="rk4", steps=steps)
         lp = log_likelihood(v, y[:n], mesh, method="rk4", steps=steps) + math.log(mesh.total_area)
-        mismatch = _log_area_change(y, n, h) + lp
+        mismatch = log_area_change(y, h) + lp
         dev[steps] = float(lp.abs().median())
         if steps == 64:
             assert float(mismatch.abs().median()) < 0.02 and float(mismatch.abs().max()) < 0.15
@@ -74,7 +66,7 @@ def test_likelihood_on_a_mesh_with_sharp_features_matches_the_executed_flow():
     start, h = _tiny_triangles(mesh, n, 1)
     y = sample(v, start, mesh, method="rk4", steps=64)
     lp = log_likelihood(v, y[:n], mesh, method="rk4", steps=64) + math.log(mesh.total_area)
-    mismatch = _log_area_change(y, n, h) + lp
+    mismatch = log_area_change(y, h) + lp
     assert float(lp.abs().median()) > 0.1  # the flow does change the density
     assert float(mismatch.abs().median()) < 0.03, mismatch.abs().median()
 
