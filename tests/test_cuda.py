@@ -33,6 +33,7 @@ from geoflow.solvers import log_likelihood, sample  # noqa: E402
 from geoflow.testing import assert_equivariant  # noqa: E402
 
 from .manifolds.cases import CASES  # noqa: E402
+from .train._state import fit_interrupted  # noqa: E402
 
 CUDA = torch.device("cuda", 0)
 _ROOT = Path(__file__).resolve().parents[1]
@@ -565,17 +566,7 @@ def test_trainer_resume_on_cuda_continues_the_run(tmp_path, monkeypatch):
     assert full.device == CUDA and next(full.model.parameters()).device == CUDA
     m_full = full.fit()
     t1 = Trainer(config(tmp_path / "b"), progress=False, log=lambda *_: None)
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 13:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        t1.fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(t1, 13, monkeypatch)
     t2 = Trainer(config(tmp_path / "b"), progress=False, log=lambda *_: None)
     m_resumed = t2.fit()
     assert t2.history[0]["step"] == 10 and len(t2.history) == 2
@@ -642,17 +633,7 @@ def test_digits_training_on_cuda_and_resume(tmp_path, monkeypatch):
     m_full = full.fit()
     assert next(full.model.parameters()).device == CUDA
     cfg = TrainConfig.for_dataset("digits", out=str(tmp_path / "b"), **tiny)
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 9:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, progress=False, log=lambda *_: None).fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(Trainer(cfg, progress=False, log=lambda *_: None), 9, monkeypatch)
     t2 = Trainer(cfg, progress=False, log=lambda *_: None)
     m_resumed = t2.fit()
     p_res, p_full = _params(t2.model.state_dict()), _params(full.model.state_dict())

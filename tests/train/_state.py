@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -32,3 +33,21 @@ def assert_states_equal(a, b, what):
             assert np.array_equal(x, y), f"{what}: {k} differs"
         else:
             assert x == y, f"{what}: {k}: {x!r} != {y!r}"
+
+
+def fit_interrupted(trainer, step: int, monkeypatch) -> None:
+    """Run ``trainer.fit()`` and kill it (KeyboardInterrupt, as a SIGTERM between checkpoints) when it reaches ``step``."""
+    cls = type(trainer)
+    orig = cls.train_step
+
+    def killed(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return orig(self)
+
+    monkeypatch.setattr(cls, "train_step", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    finally:
+        monkeypatch.setattr(cls, "train_step", orig)

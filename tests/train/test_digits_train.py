@@ -7,6 +7,7 @@ import torch
 
 from geoflow.nn import MLPVelocity, UNetVelocity
 from geoflow.train import DATASET_DEFAULTS, TrainConfig, Trainer, build_model, load_checkpoint
+from ._state import fit_interrupted
 
 TINY = dict(steps=12, batch_size=16, unet_channels=8, time_dim=16, eval_every=6, val_points=32, warmup=3, seed=1)
 
@@ -54,17 +55,7 @@ def test_digits_conditional_training_resumes_exactly(tmp_path, monkeypatch):
 
     cfg = TrainConfig.for_dataset("digits", out=str(tmp_path / "b"), device="cpu", **TINY)
     t1 = Trainer(cfg, progress=False, log=lambda *_: None)
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 9:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        t1.fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(t1, 9, monkeypatch)
     t2 = Trainer(cfg, progress=False, log=lambda *_: None)
     m_resumed = t2.fit()
     assert torch.equal(_params(full.model), _params(t2.model))

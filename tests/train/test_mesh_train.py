@@ -12,6 +12,7 @@ from geoflow.paths import PremetricPath
 from geoflow.train import TrainConfig, Trainer, load_checkpoint
 from geoflow.train.trainer import build_path, resolve_path
 from manifolds import Mesh, Sphere
+from ._state import fit_interrupted
 
 
 @pytest.fixture(autouse=True)
@@ -112,17 +113,7 @@ def test_resume_on_a_mesh_is_exact(tmp_path, monkeypatch):
     full = Trainer(_config(tmp_path / "a"), progress=False, log=lambda *_: None)
     m_full = full.fit()
     cfg = _config(tmp_path / "b")
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, progress=False, log=lambda *_: None).fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(Trainer(cfg, progress=False, log=lambda *_: None), 3, monkeypatch)
     t2 = Trainer(cfg, progress=False, log=lambda *_: None)
     m_res = t2.fit()
     assert torch.equal(_params(full.model), _params(t2.model))

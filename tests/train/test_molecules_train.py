@@ -5,6 +5,7 @@ import torch
 
 from geoflow.train import TrainConfig
 from geoflow.train.molecules import MoleculeTrainer, sample_molecules
+from ._state import fit_interrupted
 
 
 def _cfg(tmp_path, **kw):
@@ -30,17 +31,7 @@ def test_qm9_trains_reports_stability_and_resumes_exactly(tmp_path, monkeypatch)
 
     cfg = _cfg(tmp_path / "b", device="cpu")
     first = MoleculeTrainer(cfg, **quiet)
-    orig = MoleculeTrainer.train_step
-
-    def killed(self):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(MoleculeTrainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
-    monkeypatch.setattr(MoleculeTrainer, "train_step", orig)
+    fit_interrupted(first, 4, monkeypatch)
     resumed = MoleculeTrainer(cfg, **quiet)
     resumed.fit()
     assert torch.equal(_params(full.model), _params(resumed.model))

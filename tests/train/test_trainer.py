@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from geoflow.train import TrainConfig, Trainer, TrainingDiverged, load_checkpoint, save_checkpoint
+from ._state import fit_interrupted
 
 
 def _config(tmp_path, **kw):
@@ -29,17 +30,7 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
 
     cfg = _config(tmp_path / "b", device="cpu")
     t1 = Trainer(cfg, progress=False, log=lambda *_: None)
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 13:
-            raise KeyboardInterrupt  # as if SIGTERM'd between checkpoints
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        t1.fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(t1, 13, monkeypatch)
     assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["step"] == 10
     t2 = Trainer(cfg, progress=False, log=lambda *_: None)
     m_resumed = t2.fit()

@@ -10,6 +10,7 @@ from geoflow.couplings import OTCoupling, pairwise_cost
 from geoflow.train import TrainConfig, Trainer
 
 from .test_trainer import _config, _params
+from ._state import fit_interrupted
 
 
 def _capture_pairs(trainer, monkeypatch):
@@ -67,17 +68,7 @@ def test_sinkhorn_coupling_resumes_exactly(tmp_path, monkeypatch):
     full.fit()
     cfg = _config(tmp_path / "b", **kw)
     first = Trainer(cfg, progress=False, log=lambda *_: None)
-    orig = Trainer.train_step
-
-    def killed(self):
-        if self.step == 13:
-            raise KeyboardInterrupt
-        return orig(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    fit_interrupted(first, 13, monkeypatch)
     resumed = Trainer(cfg, progress=False, log=lambda *_: None)
     resumed.fit()
     assert torch.equal(_params(full.model), _params(resumed.model))
