@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mesh datasets: spectral premetric of the premetric path ({dflt('premetric')})")
     t.add_argument("--premetric-steps", type=_positive_int, default=None,
                    help=f"projected Euler steps that draw x_t on the premetric path ({dflt('premetric_steps')})")
+    t.add_argument("--premetric-times", type=_positive_int, default=None,
+                   help="times drawn on each simulated pair of the premetric path: the simulation is shared by that "
+                        f"many training points ({dflt('premetric_times')}; --batch-size must be a multiple)")
     t.add_argument("--normal-weight", type=_nonneg_float, default=None,
                    help=f"penalty on the normal part of the MLP's raw output in the RCFM loss; keeps mesh flows free of "
                         f"face-scale density ripples ({dflt('normal_weight')})")
@@ -352,7 +355,8 @@ def _train(args, dist) -> int:
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
-        premetric=args.premetric, premetric_steps=args.premetric_steps, device=args.device,
+        premetric=args.premetric, premetric_steps=args.premetric_steps,
+        premetric_times=args.premetric_times, device=args.device,
         normal_weight=args.normal_weight,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})

@@ -72,12 +72,26 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
     # coordinates first, (3, N): the dot products become sums of three rows (elementwise work), far
     # faster on CPU than reductions over a trailing dimension of size 3
     p, a, b, c = (v.reshape(-1, 3).T.contiguous() for v in (p, a, b, c))
+    return _closest_rows(p, a, b, c, torch).T.reshape(shape)
+
+
+def _closest_point_np(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """:func:`closest_point_on_triangles` in numpy, for the closest-point search (float64, no autograd;
+    numpy's per-operation overhead is a fraction of torch's on the small batches of a search)."""
+    p, a, b, c = np.broadcast_arrays(p, a, b, c)
+    shape = p.shape
+    p, a, b, c = (np.ascontiguousarray(v.reshape(-1, 3).T) for v in (p, a, b, c))
+    return _closest_rows(p, a, b, c, np).T.reshape(shape)
+
+
+def _closest_rows(p, a, b, c, xp):
+    """The closest point on triangles (a, b, c) to p, all ``(3, N)`` coordinate rows; ``xp`` is torch or numpy."""
 
     def dot(u, v):
         return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
 
     e1, e2 = b - a, c - a
-    n = torch.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]])
+    n = xp.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]])
     q = p - (dot(p - a, n) / dot(n, n)) * n
     d = q - a
     d00, d01, d11 = dot(e1, e1), dot(e1, e2), dot(e2, e2)
@@ -89,16 +103,15 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 
     def seg(s0, s1):
         e = s1 - s0
-        t = (dot(p - s0, e) / dot(e, e)).clamp(0.0, 1.0)
+        t = xp.clip(dot(p - s0, e) / dot(e, e), 0.0, 1.0)
         q = s0 + t * e
         return q, dot(q - p, q - p)
 
     (q0, l0), (q1, l1), (q2, l2) = seg(a, b), seg(b, c), seg(c, a)
     # first minimum on ties, as argmin
-    edge = torch.where(l1 < l0, q1, q0)
-    edge = torch.where(l2 < torch.minimum(l0, l1), q2, edge)
-    out = torch.where(inside, q, edge)
-    return out.T.reshape(shape)
+    edge = xp.where(l1 < l0, q1, q0)
+    edge = xp.where(l2 < xp.minimum(l0, l1), q2, edge)
+    return xp.where(inside, q, edge)
 
 
 def _rotate(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -358,19 +371,22 @@ class Mesh(Manifold):
         from scipy.spatial import cKDTree
 
         self._tree = cKDTree(cent)
-        # Search points: a barycentric grid on each face (n_f divisions) so that every point of
-        # face f lies within delta_f <= l_f / (n_f sqrt 3) of one of its grid points (l_f its
-        # longest edge; the grid's sub-triangles are similar to f, and a triangle is covered by
-        # discs of radius longest edge / sqrt 3 around its corners).  A face none of whose grid
-        # points is among the k nearest ones is then at least d_k - delta away from the query.
-        le = np.sqrt(np.stack([(e1 * e1).sum(1), (e2 * e2).sum(1), ((c - b) ** 2).sum(1)], 1).max(1))
+        # Search points: the centroids of the n_f^2 sub-triangles of a barycentric subdivision of
+        # each face (n_f divisions).  The sub-triangles are copies of f scaled by 1 / n_f, so every
+        # point of f lies within delta_f = R_f / n_f of one of them (R_f the centroid-to-corner
+        # radius).  No two faces share a search point (a grid of corners repeats every mesh vertex
+        # in each of its faces, which crowds the k nearest points into a few spots and leaves
+        # most queries uncertified).  A face none of whose search points is among the k nearest
+        # ones is then at least d_k - delta away from the query.
         target = 0.5 * float(np.median(self._face_radius))
-        n_div = np.maximum(1, np.ceil(le / (np.sqrt(3.0) * target))).astype(np.int64)
-        self._grid_delta = float((le / (np.sqrt(3.0) * n_div)).max()) * (1 + 1e-9)
+        n_div = np.maximum(1, np.ceil(self._face_radius / target)).astype(np.int64)
+        self._grid_delta = float((self._face_radius / n_div).max()) * (1 + 1e-9)
         pts, owner = [], []
         for n in np.unique(n_div):
             fs = np.nonzero(n_div == n)[0]
-            ij = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)], dtype=np.float64) / n  # (P, 2)
+            up = [(i + 1 / 3, j + 1 / 3) for i in range(n) for j in range(n - i)]
+            down = [(i + 2 / 3, j + 2 / 3) for i in range(n - 1) for j in range(n - 1 - i)]
+            ij = np.array(up + down, dtype=np.float64) / n  # (n^2, 2) sub-triangle centroids
             q = a[fs, None, :] + ij[None, :, 0, None] * e1[fs, None, :] + ij[None, :, 1, None] * e2[fs, None, :]
             pts.append(q.reshape(-1, 3))
             owner.append(np.repeat(fs, ij.shape[0]))
@@ -527,21 +543,30 @@ class Mesh(Manifold):
         return t
 
     # ---------------------------------------------------------- point location
-    def locate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def locate(self, x: torch.Tensor, *, certify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Face holding the closest mesh point to each x, and the distance to the mesh.
 
         Exact closest-point search: the faces owning the k = 2 ``k_candidates`` nearest search
-        points (a barycentric grid on every face, KD-tree) are tested exactly; a point is
+        points (the sub-triangle centroids of a subdivision of every face, KD-tree) are tested exactly; a point is
         certified when the k-th search-point distance d_k exceeds its best distance plus the
         grid's covering radius delta (every other face is at least d_k - delta away), else
         the faces that can still be closer are found with a ball query on the face centroids
-        and tested (rare: the grid is about twice as fine as the faces).  The result of the last call is
-        cached for the same, unmodified tensor.
+        and tested (rare for points on the surface: the search points are about twice as fine as
+        the faces; points well off it, as after a long straight step, are often uncertified).  The
+        result of the last call is cached for the same, unmodified tensor.
+
+        ``certify=False`` skips the certification: the best of the candidate faces, whose distance
+        is an upper bound of the true one (equal wherever the search would have certified it).
+        For callers that need a point of the surface near x rather than the provably closest one:
+        :class:`geoflow.paths.PremetricPath`'s projected steps use it (on bunny paths not one of
+        3218 uncertified points changed face in the exhaustive search, which costs a ball query each).
 
         Shapes: x ``(*batch, 3)`` -> face ``(*batch,)`` int64, distance ``(*batch,)`` (x's dtype).
         """
+        if not isinstance(certify, bool):
+            raise TypeError(f"`certify` must be a bool, got {type(certify).__name__}")
         c = self._loc_cache
-        if c is not None and c[0]() is x and c[1] == x._version:
+        if c is not None and c[0]() is x and c[1] == x._version and (c[4] or not certify):
             return c[2], c[3]
         batch = x.shape[:-1]
         p = x.detach().reshape(-1, 3).to(torch.float64).cpu()
@@ -553,11 +578,9 @@ class Mesh(Manifold):
             dist = torch.zeros(0, dtype=torch.float64)
         else:
             dc, idx = self._grid_tree.query(p.numpy(), k=k)
-            idx = torch.from_numpy(self._grid_owner[np.asarray(idx).reshape(n, k)])
-            dc = torch.from_numpy(np.asarray(dc).reshape(n, k))
-            face, dist = self._best_face(p, idx)
-            if k < self._grid_owner.shape[0]:
-                bad = (dc[:, -1] - self._grid_delta <= dist).nonzero().flatten()
+            face, dist = self._best_face(p, self._grid_owner[np.asarray(idx).reshape(n, k)])
+            if certify and k < self._grid_owner.shape[0]:
+                bad = (torch.from_numpy(np.asarray(dc).reshape(n, k)[:, -1]) - self._grid_delta <= dist).nonzero().flatten()
                 if bad.numel():
                     f2, d2 = self._refine(p[bad], dist[bad])
                     better = d2 < dist[bad]
@@ -565,7 +588,7 @@ class Mesh(Manifold):
         face = face.reshape(batch).to(x.device)
         dist = dist.reshape(batch).to(device=x.device, dtype=x.dtype)
         try:
-            self._loc_cache = (weakref.ref(x), x._version, face, dist)
+            self._loc_cache = (weakref.ref(x), x._version, face, dist, certify)
         except TypeError:  # pragma: no cover - tensors support weak references
             self._loc_cache = None
         return face, dist
@@ -584,10 +607,9 @@ class Mesh(Manifold):
         row = np.repeat(np.arange(len(lists)), lens)
         keep = np.linalg.norm(pn[row] - self._centroids[flat], axis=1) - self._face_radius[flat] <= bn[row] + 1e-12 * self.scale
         flat, row = flat[keep], row[keep]
-        V = torch.from_numpy(self._V)
-        tri = V[torch.from_numpy(self._F[flat])]  # (P, 3, 3)
-        q = closest_point_on_triangles(p[row], tri[:, 0], tri[:, 1], tri[:, 2])
-        d = ((q - p[row]) ** 2).sum(-1).sqrt().numpy()
+        tri = self._V[self._F[flat]]  # (P, 3, 3)
+        q = _closest_point_np(pn[row], tri[:, 0], tri[:, 1], tri[:, 2])
+        d = np.sqrt(((q - pn[row]) ** 2).sum(-1))
         order = np.lexsort((d, row))  # by row, then distance
         first = np.ones(order.size, dtype=bool)
         first[1:] = row[order][1:] != row[order][:-1]
@@ -598,22 +620,19 @@ class Mesh(Manifold):
         dist[torch.from_numpy(row[sel])] = torch.from_numpy(d[sel])
         return face, dist
 
-    def _best_face(self, p: torch.Tensor, idx: torch.Tensor):
-        """Among candidate faces idx ``(n, k)`` (repeats allowed) the closest to p ``(n, 3)`` (float64, CPU)."""
-        n, k = idx.shape
-        nf = self._F.shape[0]
-        key = np.unique((np.arange(n)[:, None] * nf + idx.numpy()).reshape(-1))  # distinct (row, face), sorted by row
-        row, flat = key // nf, key % nf
-        V = torch.from_numpy(self._V)
-        tri = V[torch.from_numpy(self._F[flat])]  # (P, 3, 3)
-        pr = p[torch.from_numpy(row)]
-        q = closest_point_on_triangles(pr, tri[:, 0], tri[:, 1], tri[:, 2])
-        d2 = ((q - pr) ** 2).sum(-1).numpy()
-        order = np.lexsort((d2, row))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = row[order][1:] != row[order][:-1]
-        sel = order[first]  # one per row, rows in order (every row has a candidate)
-        return torch.from_numpy(flat[sel]), torch.from_numpy(np.sqrt(d2[sel]))
+    def _best_face(self, p: torch.Tensor, idx: np.ndarray):
+        """Among candidate faces idx ``(n, k)`` (repeats allowed) the closest to p ``(n, 3)`` (float64, CPU).
+
+        Ties go to the smallest face index (candidates are sorted before the first-minimum argmin).
+        """
+        cand = np.sort(idx, axis=1)
+        tri = self._V[self._F[cand]]  # (n, k, 3, 3)
+        pr = p.numpy()[:, None, :]
+        q = _closest_point_np(pr, tri[..., 0, :], tri[..., 1, :], tri[..., 2, :])
+        d2 = ((q - pr) ** 2).sum(-1)
+        j = d2.argmin(1)
+        rows = np.arange(cand.shape[0])
+        return torch.from_numpy(cand[rows, j]), torch.from_numpy(np.sqrt(d2[rows, j]))
 
     def barycentric(self, x: torch.Tensor, face: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Barycentric coordinates of x in its face (located unless ``face`` is given), differentiable in x.
@@ -833,7 +852,8 @@ class Mesh(Manifold):
     def _prime_locate(self, y: torch.Tensor, face: torch.Tensor) -> None:
         """Remember that the points y (on the surface) lie in ``face`` for the next :meth:`locate` of y."""
         try:
-            self._loc_cache = (weakref.ref(y), y._version, face, torch.zeros(face.shape, dtype=y.dtype, device=y.device))
+            self._loc_cache = (weakref.ref(y), y._version, face, torch.zeros(face.shape, dtype=y.dtype, device=y.device),
+                               True)
         except TypeError:  # pragma: no cover - tensors support weak references
             self._loc_cache = None
 

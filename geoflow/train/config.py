@@ -117,6 +117,12 @@ class TrainConfig:
             the RCFM loss (:func:`geoflow.losses.rcfm_loss`; 0 = off; MLP networks only).
         premetric_steps: projected Euler steps that :class:`geoflow.paths.PremetricPath`
             takes to draw x_t (default 8).
+        premetric_times: times drawn on each simulated pair of a premetric path (default 1):
+            with r > 1 a step simulates ``batch_size / r`` pairs once on the grid s = j / n
+            and takes r stratified times on each (:meth:`PremetricPath.sample_times`), so the
+            simulation costs about n / r + 1 closest-point searches per training point instead
+            of n + 2 (``batch_size`` stays the number of training points and must be a multiple
+            of r times the number of processes).
         test_points: test points for the final NLL (a seeded subset; 0: all).
         ess_samples: Boltzmann datasets (``energy`` known): samples drawn from the final model
             (``qm9``: molecules sampled for the stability scores)
@@ -171,12 +177,13 @@ class TrainConfig:
     test_points: int = 0
     premetric: str = "biharmonic"
     premetric_steps: int = 8
+    premetric_times: int = 1
     normal_weight: float = 0.0
     device: str = "auto"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels",
-                     "premetric_steps"):
+                     "premetric_steps", "premetric_times"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
@@ -220,6 +227,9 @@ class TrainConfig:
         nw = self.normal_weight
         if isinstance(nw, bool) or not isinstance(nw, (int, float)) or not math.isfinite(nw) or nw < 0:
             raise ValueError(f"TrainConfig.normal_weight must be a finite number >= 0, got {nw!r}")
+        if self.batch_size % self.premetric_times:
+            raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of premetric_times "
+                             f"({self.premetric_times}): a step trains on batch_size / premetric_times pairs")
         mults = self.unet_mults
         if not isinstance(mults, (tuple, list)) or not mults or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults

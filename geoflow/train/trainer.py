@@ -165,11 +165,13 @@ class Trainer:
         self.dist = dist = init_distributed() if dist is None else dist
         #: Where this process trains (``config.device`` resolved; under torchrun the process group's device).
         self.device = resolve_device(config.device, dist, name="TrainConfig.device")
-        if config.batch_size % dist.world_size:
+        unit = dist.world_size * config.premetric_times
+        if config.batch_size % unit:
+            per = f" times premetric_times ({config.premetric_times})" if config.premetric_times > 1 else ""
             raise ValueError(
                 f"batch_size {config.batch_size} is the global batch and must be divisible by the number of "
-                f"processes ({dist.world_size}); use e.g. --batch-size "
-                f"{config.batch_size // dist.world_size * dist.world_size or dist.world_size}"
+                f"processes ({dist.world_size}){per}; use e.g. --batch-size "
+                f"{config.batch_size // unit * unit or unit}"
             )
         #: Rows of the global batch that this process trains on.
         self.local_batch = config.batch_size // dist.world_size
@@ -196,6 +198,9 @@ class Trainer:
             torch.manual_seed(_rank_seed(config.seed, dist.rank, 0))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         self.path_kind = resolve_path(config, self.manifold)
+        if config.premetric_times > 1 and self.path_kind != "premetric":
+            raise ValueError(f"TrainConfig.premetric_times ({config.premetric_times}) applies to premetric paths only; "
+                             f"this run uses the {self.path_kind} path: leave it at 1")
         # Data are validated once at load time and x0 comes from random_base: no per-batch checks.
         self.path = build_path(config, self.manifold)
         #: Validation metric: "nll" (geodesic and premetric paths) or "loss" (the CFM loss, affine paths).
@@ -338,16 +343,22 @@ class Trainer:
         cfg, m, dist = self.config, self.manifold, self.dist
         train = self.data.train
         # The global batch, drawn identically by every process from the shared generator ...
-        idx = torch.randint(0, train.shape[0], (cfg.batch_size,), generator=self.gen)
+        # (premetric_times r > 1: batch_size / r pairs, each with r stratified times)
+        r = cfg.premetric_times if self.path_kind == "premetric" else 1
+        pairs, local = cfg.batch_size // r, self.local_batch // r
+        idx = torch.randint(0, train.shape[0], (pairs,), generator=self.gen)
         x1 = train[idx]
-        x0 = m.random_base(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
-        t = torch.rand(cfg.batch_size, generator=self.gen, dtype=x1.dtype)
+        x0 = m.random_base(pairs, generator=self.gen, dtype=x1.dtype)
+        if r == 1:
+            t = torch.rand(pairs, generator=self.gen, dtype=x1.dtype)
+        else:
+            t = (torch.arange(r, dtype=x1.dtype) + torch.rand(pairs, r, generator=self.gen, dtype=x1.dtype)) / r
         cond = labels = None
         if self.conditional:
             labels = self.data.labels["train"][idx]
             cond = self.model.drop_cond(labels, cfg.cond_drop, generator=self.gen)
         if dist.world_size > 1:  # ... of which this process keeps rows [rank * b, (rank + 1) * b)
-            share = slice(dist.rank * self.local_batch, (dist.rank + 1) * self.local_batch)
+            share = slice(dist.rank * local, (dist.rank + 1) * local)
             x1, x0, t = x1[share], x0[share], t[share]
             cond = cond[share] if cond is not None else None
             labels = labels[share] if labels is not None else None
@@ -358,7 +369,11 @@ class Trainer:
         if self.device.type != "cpu":
             x1, x0, t = x1.to(self.device), x0.to(self.device), t.to(self.device)
             cond = cond.to(self.device) if cond is not None else None
-        sample = self.path.sample(x0, x1, t)
+        if r == 1:
+            sample = self.path.sample(x0, x1, t)
+        else:
+            sample = self.path.sample_times(x0, x1, t)
+            cond = cond.repeat_interleave(r, 0) if cond is not None else None
         if self.path_kind == "affine":
             loss = cfm_loss(self.train_model, sample, cond=cond)
         else:

@@ -112,6 +112,38 @@ def test_locate_matches_brute_force(blob, gen, step):
     torch.testing.assert_close((q - y).norm(dim=-1), best, atol=1e-12, rtol=0)
 
 
+def test_locate_uncertified_is_an_upper_bound(blob, gen):
+    # certify=False: the best of the candidate faces, a point of the surface whose distance bounds the
+    # true one from above; for points on the surface (dist 0) it is the exact search's answer
+    x = blob.random_base(400, generator=gen, dtype=torch.float64)
+    face, dist = blob.locate(x.clone(), certify=False)
+    assert float(dist.max()) < 1e-12
+    for step in (0.05, 0.5):
+        y = x + step * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        f_fast, d_fast = blob.locate(y.clone(), certify=False)
+        f_exact, d_exact = blob.locate(y.clone())
+        assert bool((d_fast >= d_exact - 1e-12).all())
+        tri = blob.vertices[blob.faces]
+        q = closest_point_on_triangles(y, tri[f_fast, 0], tri[f_fast, 1], tri[f_fast, 2])
+        torch.testing.assert_close((q - y).norm(dim=-1), d_fast, atol=1e-12, rtol=0)  # the distance to that face
+    # a certified call does not reuse an uncertified result for the same tensor
+    y = x + 0.5 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    blob.locate(y, certify=False)
+    torch.testing.assert_close(blob.locate(y)[1], blob.locate(y.clone())[1], atol=0, rtol=0)
+    with pytest.raises(TypeError, match="certify"):
+        blob.locate(x, certify=1)
+
+
+def test_numpy_closest_point_matches_torch(blob, gen):
+    from manifolds.mesh import _closest_point_np
+
+    y = 2 * torch.randn(500, 3, generator=gen, dtype=torch.float64)
+    tri = blob.vertices[blob.faces][torch.randint(0, blob.faces.shape[0], (500,), generator=gen)]
+    q = closest_point_on_triangles(y, tri[:, 0], tri[:, 1], tri[:, 2])
+    qn = _closest_point_np(y.numpy(), tri[:, 0].numpy(), tri[:, 1].numpy(), tri[:, 2].numpy())
+    np.testing.assert_array_equal(qn, q.numpy())
+
+
 def test_proju_and_checks(blob, gen, dtype):
     x = blob.random_base(50, generator=gen, dtype=dtype)
     blob.check_point(x)

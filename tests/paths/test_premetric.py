@@ -9,7 +9,7 @@ from geoflow.paths.schedulers import CosineScheduler, VPScheduler
 from manifolds import Sphere
 
 import trimesh  # a dependency of geoflow: a missing install must fail, not skip
-from manifolds.mesh import Mesh  # noqa: E402
+from manifolds.mesh import Mesh, closest_point_on_triangles  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,88 @@ def test_premetric_options_and_errors(ico):
         PremetricPath(ico).sample(x0 * 1.1, x1, t)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         PremetricPath(ico).sample(x0, x1, t + 2)
+
+
+# ------------------------------------------------------------- several times per simulated pair
+@pytest.mark.parametrize("which", ["ico", "blob"])
+def test_sample_times_tracks_premetric_and_hits_x1(which, request):
+    # the grid form of the path (one simulation per pair, one Euler step of size < 1/n from the grid
+    # state below kappa): the same checks as the per-time solve, same tolerances
+    m = request.getfixturevalue(which)
+    x0, x1, _ = _pairs(m, 50, 11)
+    g = torch.Generator().manual_seed(12)
+    t = torch.rand(50, 4, generator=g, dtype=torch.float64)
+    t[:5, 0], t[5:10, 1], t[10:15, 2] = 1.0, 0.0, 0.5  # kappa = 1, 0 and a grid point (s_16 = 0.5)
+    path = PremetricPath(m, steps=32)
+    s = path.sample_times(x0, x1, t)
+    assert s.x_t.shape == (200, 3) and s.dx_t.shape == (200, 3) and s.t.shape == (200,)
+    assert torch.equal(s.t, t.reshape(-1)) and torch.equal(s.x0, x0.repeat_interleave(4, 0))  # pair-major rows
+    assert torch.equal(s.x1, x1.repeat_interleave(4, 0))
+    xt = s.x_t.reshape(50, 4, 3)
+    assert torch.equal(xt[:5, 0], x1[:5]) and torch.equal(xt[5:10, 1], x0[5:10])
+    _, dist = m.locate(s.x_t)
+    assert float(dist.max()) < 1e-5 * m.scale
+    tf = t.reshape(-1)
+    d0, d = m.dist(s.x0, s.x1), m.dist(s.x_t, s.x1)
+    rel = (d - (1 - tf) * d0).abs() / d0
+    assert float(rel.median()) < 5e-3 and float(rel.quantile(0.9)) < 3e-2
+    assert torch.isfinite(s.dx_t).all()
+    assert float((s.dx_t * m.normal(s.x_t)).sum(-1).abs().max()) < 1e-9
+    live = tf < 1
+    xr = s.x_t[live].clone().requires_grad_(True)
+    (gd,) = torch.autograd.grad(m.dist(xr, s.x1[live]).sum(), xr)
+    rate = (gd * s.dx_t[live]).sum(-1)
+    assert float(((rate + d0[live]).abs() / d0[live]).median()) < 0.02
+    # at a grid time the point is the grid state itself: the same as the per-time solve with n = 16 steps
+    # of size 1/32 (identical step sizes and order)
+    half = PremetricPath(m, steps=16).solve(x0[10:15], x1[10:15], torch.full((5,), 0.5, dtype=torch.float64))[0]
+    torch.testing.assert_close(xt[10:15, 2], half, atol=1e-12, rtol=0)
+
+
+def test_sample_times_one_time_matches_grid_and_converges(blob):
+    # with one time per pair the grid form is another discretisation of the same flow: both approach
+    # the 256-step solve as n grows, at comparable error
+    x0, x1, t = _pairs(blob, 100, 13)
+    ref = PremetricPath(blob, steps=256).solve(x0, x1, t)[0]
+    errs = []
+    for n in (2, 8, 32):
+        x = PremetricPath(blob, steps=n).sample_times(x0, x1, t[:, None]).x_t
+        errs.append(float((x - ref).norm(dim=-1).median()))
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.02 * blob.scale
+    states, faces, d0, _, _ = PremetricPath(blob, steps=8).solve_grid(x0, x1)
+    assert states.shape == (9, 100, 3) and faces.shape == (9, 100)
+    assert torch.equal(states[0], x0)
+    torch.testing.assert_close(states[-1], x1, atol=0.02 * blob.scale, rtol=0)  # the last step is a Newton step
+    torch.testing.assert_close(d0, blob.dist(x0, x1))
+    tri = blob.vertices[blob.faces]
+    for j in (0, 3, 8):  # each state lies in its face (a point on an edge may name either face)
+        f = faces[j]
+        q = closest_point_on_triangles(states[j], tri[f, 0], tri[f, 1], tri[f, 2])
+        assert float((q - states[j]).norm(dim=-1).max()) < 1e-12
+
+
+def test_sample_times_edge_cases_and_errors(ico, dtype):
+    x0, x1, _ = _pairs(ico, 12, 14, dtype)
+    x1[:4] = x0[:4]  # x0 == x1
+    t = torch.rand(12, 3, generator=torch.Generator().manual_seed(15), dtype=dtype)
+    t[4:8, 0] = 1.0
+    t[8:12, 1] = 1.0 - 1e-7
+    s = PremetricPath(ico, steps=8).sample_times(x0, x1, t)
+    assert torch.isfinite(s.x_t).all() and torch.isfinite(s.dx_t).all() and s.x_t.dtype == dtype
+    v = s.dx_t.reshape(12, 3, 3)
+    assert float(v[:4].abs().max()) < 1e-5
+    assert float(v[4:8, 0].norm(dim=-1).min()) > 0 and float(v[8:12, 1].norm(dim=-1).min()) > 0
+    path = PremetricPath(ico)
+    with pytest.raises(ValueError, match=r"shape \(pairs, r\)"):
+        path.sample_times(x0, x1, t[:, 0])
+    with pytest.raises(ValueError, match=r"shape \(pairs, r\)"):
+        path.sample_times(x0, x1, t[:, :0])
+    with pytest.raises(ValueError, match=r"`t` must have shape \(batch,\)"):
+        path.sample_times(x0, x1, t[:5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        path.sample_times(x0, x1, t + 0.5)
+    with pytest.raises(ValueError, match="PremetricPath.sample_times.*x0"):
+        path.sample_times(x0 * 1.1, x1, t)
+    with pytest.raises(TypeError, match="x0"):
+        path.sample_times(x0.numpy(), x1, t)

@@ -36,6 +36,8 @@ def _config(tmp_path, **kw):
         (dict(premetric_steps=0), "premetric_steps must be a positive integer"),
         (dict(premetric_steps=2.5), "premetric_steps must be a positive integer"),
         (dict(path="straight"), "path must be one of"),
+        (dict(premetric_times=0), "premetric_times must be a positive integer"),
+        (dict(premetric_times=3, batch_size=256), "multiple of premetric_times"),
     ],
 )
 def test_config_checks(kw, match):
@@ -103,6 +105,40 @@ def test_mesh_step_is_finite_and_uses_the_premetric_path(tmp_path):
     assert isinstance(tr.manifold, Mesh) and isinstance(tr.path, PremetricPath) and tr.val_metric == "nll"
     losses = [tr.train_step() for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_premetric_times_trains_on_shared_simulations(tmp_path, monkeypatch):
+    # r times per simulated pair: batch_size / r pairs per step, stratified times, one path sample of
+    # batch_size rows from sample_times (pair-major), and the run resumes exactly
+    tr = Trainer(_config(tmp_path / "a", premetric_times=4), progress=False, log=lambda *_: None)
+    seen = {}
+    orig = tr.path.sample_times
+
+    def spy(x0, x1, t):
+        seen.update(x0=x0, t=t)
+        return orig(x0, x1, t)
+
+    monkeypatch.setattr(tr.path, "sample_times", spy)
+    monkeypatch.setattr(tr.path, "sample", lambda *a: pytest.fail("premetric_times > 1 must use sample_times"))
+    assert torch.isfinite(torch.tensor(tr.train_step()))
+    assert seen["x0"].shape == (4, 3) and seen["t"].shape == (4, 4)
+    strata = torch.arange(4, dtype=seen["t"].dtype) / 4
+    assert bool(((seen["t"] >= strata) & (seen["t"] < strata + 0.25)).all())  # one time in each quarter
+    monkeypatch.undo()
+    full = Trainer(_config(tmp_path / "b", premetric_times=4), progress=False, log=lambda *_: None)
+    m_full = full.fit()
+    cfg = _config(tmp_path / "c", premetric_times=4)
+    fit_interrupted(Trainer(cfg, progress=False, log=lambda *_: None), 3, monkeypatch)
+    t2 = Trainer(cfg, progress=False, log=lambda *_: None)
+    assert t2.fit()["test_nll"] == m_full["test_nll"]
+    assert torch.equal(_params(full.model), _params(t2.model))
+
+
+def test_premetric_times_is_refused_off_premetric_paths(tmp_path):
+    cfg = TrainConfig(dataset="earthquake", n_samples=100, steps=1, batch_size=16, premetric_times=2,
+                      out=str(tmp_path / "e"))
+    with pytest.raises(ValueError, match="premetric_times .* applies to premetric paths only"):
+        Trainer(cfg, progress=False, log=lambda *_: None)
 
 
 def _params(model):
