@@ -9,6 +9,9 @@
    identity |d(x_t, x1) - (1 - t) d(x0, x1)| / d(x0, x1)), and training iterations per second of
    one RCFM step (path sample + MLPVelocity forward/backward + Adam) with each ``steps`` against
    the 200-step simulation baseline (Chen & Lipman's default ``nsteps: 200``, projected Euler).
+   With ``--times r ...`` also the grid form (``PremetricPath.sample_times``, the trainer's
+   ``--premetric-times r``): the batch is batch / r simulated pairs with r times each; its error
+   column is the grid form's x_t (one time per pair) against the same reference.
 
 Seeded; prints the machine.  Usage (the real measurement):
     OMP_NUM_THREADS=1 python benchmarks/mesh_premetric.py --batch 256 --iters 20 \
@@ -53,7 +56,7 @@ def precompute(names, n_eigs, upsample, heat):
     return rows
 
 
-def path_costs(name, n_eigs, batch, iters, steps_list, baseline_steps, seed):
+def path_costs(name, n_eigs, batch, iters, steps_list, baseline_steps, seed, times_list=(1,)):
     m = load_mesh(name, n_eigs=n_eigs)
     g = torch.Generator().manual_seed(seed)
     x0, x1 = m.random_base(batch, generator=g), m.random_base(batch, generator=g)
@@ -61,19 +64,28 @@ def path_costs(name, n_eigs, batch, iters, steps_list, baseline_steps, seed):
     ref = PremetricPath(m, steps=512, validate=False).solve(x0.double(), x1.double(), t.double())[0]
     d0 = m.dist(x0.double(), x1.double())
     out = []
-    for steps in list(steps_list) + [baseline_steps]:
+    runs = [(steps, r) for steps in steps_list for r in times_list] + [(baseline_steps, 1)]
+    for steps, r in runs:
         path = PremetricPath(m, steps=steps, validate=False)
-        x = path.solve(x0.double(), x1.double(), t.double())[0]
+        if r == 1:
+            x = path.solve(x0.double(), x1.double(), t.double())[0]
+        else:
+            x = path.sample_times(x0.double(), x1.double(), t.double()[:, None]).x_t
         err = (x - ref).norm(dim=-1) / m.scale
         ident = (m.dist(x, x1.double()) - (1 - t.double()) * d0).abs() / d0
         torch.manual_seed(seed)
         model = MLPVelocity(m, hidden=256, depth=4) if _mlp_has(["hidden", "depth"]) else MLPVelocity(m)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        pairs = batch // r
+
+        def draw():
+            a, b = m.random_base(pairs, generator=g), m.random_base(pairs, generator=g)
+            if r == 1:
+                return path.sample(a, b, torch.rand(batch, generator=g))
+            return path.sample_times(a, b, (torch.arange(r) + torch.rand(pairs, r, generator=g)) / r)
 
         def step():
-            a, b = m.random_base(batch, generator=g), m.random_base(batch, generator=g)
-            s = path.sample(a, b, torch.rand(batch, generator=g))
-            loss = rcfm_loss(m, model, s)
+            loss = rcfm_loss(m, model, draw())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -86,9 +98,9 @@ def path_costs(name, n_eigs, batch, iters, steps_list, baseline_steps, seed):
         dt = (time.perf_counter() - t0) / n
         t0 = time.perf_counter()
         for _ in range(n):
-            path.sample(x0, x1, t)
+            draw()
         ds = (time.perf_counter() - t0) / n
-        out.append(dict(mesh=name, steps=steps, baseline=steps == baseline_steps,
+        out.append(dict(mesh=name, steps=steps, times=r, baseline=steps == baseline_steps,
                         err_median=float(err.median()), err_q90=float(err.quantile(0.9)),
                         identity_median=float(ident.median()), identity_q90=float(ident.quantile(0.9)),
                         sample_ms=1e3 * ds, train_it_per_s=1.0 / dt))
@@ -110,6 +122,8 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--baseline-steps", type=int, default=200)
+    ap.add_argument("--times", type=int, nargs="+", default=[1],
+                    help="times per simulated pair (1: PremetricPath.sample; r > 1: sample_times, batch / r pairs)")
     ap.add_argument("--upsample", type=int, default=3)
     ap.add_argument("--no-heat", action="store_true", help="skip the heat-method geodesic matrix (potpourri3d)")
     ap.add_argument("--seed", type=int, default=0)
@@ -118,6 +132,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.quick:
         a.meshes, a.n_eigs, a.batch, a.iters, a.steps, a.baseline_steps, a.upsample = ["spot"], 20, 16, 2, [4], 20, 0
+        a.times = [1, 4]
     heat = not a.no_heat
     if heat:
         try:
@@ -130,9 +145,9 @@ def main(argv=None):
         print(f"{r['mesh']:6s} {r['what']:45s} {r['seconds']:8.2f} s", {k: round(v, 3) for k, v in r.items() if k in ("laplacian", "eigs", "geodesic")})
     res["path"] = []
     for name in a.meshes:
-        for r in path_costs(name, a.n_eigs, a.batch, a.iters, a.steps, a.baseline_steps, a.seed):
+        for r in path_costs(name, a.n_eigs, a.batch, a.iters, a.steps, a.baseline_steps, a.seed, a.times):
             res["path"].append(r)
-            print(f"{name:6s} steps={r['steps']:4d}{' (baseline)' if r['baseline'] else '           '} "
+            print(f"{name:6s} steps={r['steps']:4d} times={r['times']:2d}{' (baseline)' if r['baseline'] else '           '} "
                   f"err/size median {r['err_median']:.1e} q90 {r['err_q90']:.1e} | identity median {r['identity_median']:.1e} "
                   f"q90 {r['identity_q90']:.1e} | sample {r['sample_ms']:7.1f} ms | train {r['train_it_per_s']:6.2f} it/s")
     if a.json:
