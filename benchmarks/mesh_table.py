@@ -13,7 +13,8 @@ k with 1 seed each.
 
 Usage:
     python benchmarks/mesh_table.py                       # every row (see --help), one run at a time
-    python benchmarks/mesh_table.py --jobs 2 --threads 1  # two runs at a time, one thread each
+    python benchmarks/mesh_table.py --threads 1           # one run at a time, one thread (two mesh runs
+                                                          # at once each ran 2-2.5x slower on the 2-core machine)
     python benchmarks/mesh_table.py --datasets bunny_k10 --premetrics biharmonic --seeds 0
     python benchmarks/mesh_table.py --print               # the table beside the published numbers
     python benchmarks/mesh_table.py --smoke               # tiny runs into a scratch file (checks the script)
@@ -45,7 +46,8 @@ SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunn
 
 #: Training settings (each run fits in 15 minutes on the 2-core CPU; see the timing note in the README).
 SETTINGS = ["--steps", "4000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
-            "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "8", "--normal-weight", "10"]
+            "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "8", "--normal-weight", "10",
+            "--premetric-times", "8"]
 COMMON = ["--eval-every", "500", "--val-points", "500", "--test-points", "5000", "--nll-steps", "20", "--quiet",
           "--no-plot"]
 SMOKE = ["--steps", "2", "--batch-size", "16", "--hidden", "16", "--depth", "2", "--n-samples", "200",

@@ -35,12 +35,14 @@ DATASET_DEFAULTS: dict[str, dict] = {
                  val_points=100, test_points=500, ess_samples=500, nll_steps=20),
 }
 # Meshes (premetric paths, simulation-based training): the settings of benchmarks/mesh_table.py, about
-# 12-13 minutes on one CPU core (4000 steps: test NLL 1.51 on bunny k=10 against 1.73 after 2500); likelihoods need the closest-point search at every solver stage, so
-# validation uses fewer points and ODE steps than on the sphere.
+# 9 minutes alone on one CPU core (4000 steps with 8 times per simulated pair: test NLL 1.50 on bunny k=10 at
+# step 4000 of an 8000-step run, as 4000 steps with one time per pair (1.51) in half the time; likelihoods
+# need the closest-point search at every solver stage, so validation uses fewer points and ODE steps than on
+# the sphere.
 for _mesh in ("bunny", "spot"):
     for _k in (10, 50, 100):
         DATASET_DEFAULTS[f"{_mesh}_k{_k}"] = dict(steps=4000, depth=4, val_points=500, test_points=5000,
-                                                   nll_steps=20, normal_weight=10.0)
+                                                   nll_steps=20, normal_weight=10.0, premetric_times=8)
 
 
 def check_device_string(device, name: str = "TrainConfig.device") -> str:
