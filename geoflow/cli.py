@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mesh datasets: spectral premetric of the premetric path ({dflt('premetric')})")
     t.add_argument("--premetric-steps", type=_positive_int, default=None,
                    help=f"projected Euler steps that draw x_t on the premetric path ({dflt('premetric_steps')})")
+    t.add_argument("--chiral", action="store_true", default=None,
+                   help="particle and molecule datasets: an SE(3)-equivariant EGNN that tells mirror images apart, "
+                        "and rotation-only alignment couplings (default: E(3))")
     t.add_argument("--premetric-times", type=_positive_int, default=None,
                    help="times drawn on each simulated pair of the premetric path: the simulation is shared by that "
                         f"many training points ({dflt('premetric_times')}; --batch-size must be a multiple)")
@@ -356,7 +359,7 @@ def _train(args, dist) -> int:
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps,
-        premetric_times=args.premetric_times, device=args.device,
+        premetric_times=args.premetric_times, chiral=args.chiral, device=args.device,
         normal_weight=args.normal_weight,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})

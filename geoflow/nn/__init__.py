@@ -13,7 +13,8 @@ from .unet import UNetVelocity
 
 # The equivariant networks import torch-geometric and e3nn (several seconds, through torch._dynamo):
 # load them on first use so that ``import geoflow.nn`` stays fast for everything else.
-_LAZY = {"EGNNVelocity": ".egnn", "EGNNLayer": ".egnn", "TFNVelocity": ".tfn", "TFNLayer": ".tfn"}
+_LAZY = {"EGNNVelocity": ".egnn", "EGNNLayer": ".egnn", "ChiralEGNNLayer": ".egnn", "TFNVelocity": ".tfn",
+         "TFNLayer": ".tfn"}
 
 
 def __getattr__(name):
@@ -35,6 +36,7 @@ __all__ = [
     "EGNNVelocity",
     "TFNVelocity",
     "EGNNLayer",
+    "ChiralEGNNLayer",
     "TFNLayer",
     "EMA",
     "ManifoldFeatures",

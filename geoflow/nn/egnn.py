@@ -13,7 +13,7 @@ from manifolds._math import sqrt_safe
 from ._graph import as_flat_graph, build_edges, check_graph_options, envelope
 from .embedding import SinusoidalTimeEmbedding
 
-__all__ = ["EGNNVelocity", "EGNNLayer"]
+__all__ = ["EGNNVelocity", "EGNNLayer", "ChiralEGNNLayer"]
 
 
 def _pos_int(name: str, v, minimum: int = 1) -> int:
@@ -55,36 +55,77 @@ class EGNNLayer(MessagePassing):
         self.tanh = tanh
         self.coords_range = float(coords_range)
 
-    def forward(self, h, pos, edge_index, edge_weight=None):
+    def forward(self, h, pos, edge_index, edge_weight=None, cpos=None):
         # phi_e's first linear map on [h_i, h_j, d2] is split: W_i h_i and W_j h_j are computed per
         # node (N rows) instead of per edge (E ~ N n rows); same values, ~3x fewer flops there.
         lin = self.phi_e[0]
         H = self.hidden
         a = h @ lin.weight[:, :H].T + lin.bias
         b = h @ lin.weight[:, H : 2 * H].T
-        out = self.propagate(edge_index, a=a, b=b, pos=pos, edge_weight=edge_weight)
+        extra = {} if cpos is None else {"cpos": cpos}  # centred positions: ChiralEGNNLayer only
+        out = self.propagate(edge_index, a=a, b=b, pos=pos, edge_weight=edge_weight, **extra)
         H, d = self.hidden, pos.shape[-1]
         k = out[:, H + d :].clamp_min(1.0)
         m, dx = out[:, :H] / k, out[:, H : H + d] / k
         return h + self.phi_h(torch.cat([h, m], dim=-1)), pos + dx
 
     def message(self, a_i, b_j, pos_i, pos_j, edge_weight):
+        m, trans, d2 = self._parts(a_i, b_j, pos_i, pos_j)
+        return self._weighted(m, trans, d2, edge_weight)
+
+    def _parts(self, a_i, b_j, pos_i, pos_j):
+        """Per edge: the message m_ij, the coordinate update of x_i and |x_i - x_j|^2."""
         rel = pos_i - pos_j
         d2 = (rel * rel).sum(-1, keepdim=True)
         w_d = self.phi_e[0].weight[:, 2 * self.hidden]
         m = self.phi_e[1:](a_i + b_j + d2 * w_d)  # = phi_e([h_i, h_j, d2])
         if self.phi_a is not None:
             m = m * self.phi_a(m)
-        s = self.phi_x(m)
-        if self.tanh:
-            s = torch.tanh(s) * self.coords_range
-        trans = rel / (sqrt_safe(d2) + 1.0) * s
+        return m, rel / (sqrt_safe(d2) + 1.0) * self._bound(self.phi_x(m)), d2
+
+    def _bound(self, s):
+        return torch.tanh(s) * self.coords_range if self.tanh else s
+
+    @staticmethod
+    def _weighted(m, trans, d2, edge_weight):
         if edge_weight is None:
             w = torch.ones_like(d2)
         else:
             w = edge_weight
             m, trans = m * w, trans * w
         return torch.cat([m, trans, w], dim=-1)
+
+
+class ChiralEGNNLayer(EGNNLayer):
+    """An SE(3)-equivariant EGNN layer: :class:`EGNNLayer` plus a cross-product coordinate update.
+
+    .. math::
+        x_i' = x_i + \\frac{1}{k_i} \\sum_j w_{ij} \\Big[\\frac{x_i - x_j}{|x_i - x_j| + 1}\\, s(\\phi_x(m_{ij}))
+             + \\frac{c_i \\times c_j}{|c_i \\times c_j| + 1}\\, s(\\phi_c(m_{ij}))\\Big],
+        \\qquad c_i = x_i - \\bar x
+
+    (c the positions centred on their configuration's mean).  R c_i x R c_j = det(R) R (c_i x c_j),
+    so the update follows proper rotations, translations and permutations but changes sign
+    relative to the rest under a reflection: stacked layers tell a configuration from its
+    mirror image (distances after the first layer depend on the handedness), as a
+    chirality-aware (SE(3)) model of molecules must, where an E(3) model gives enantiomers the
+    same density.  The cross-product construction is that of ClofNet-style SE(3) graph
+    networks (Du et al. 2022, "SE(3) Equivariant Graph Neural Networks with Complete Local
+    Frames"), reduced to one extra scalar gate per edge.  3-D only.
+    """
+
+    def __init__(self, hidden: int, **kw):
+        super().__init__(hidden, **kw)
+        last = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=0.001)
+        self.phi_c = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+
+    def message(self, a_i, b_j, pos_i, pos_j, edge_weight, cpos_i, cpos_j):
+        m, trans, d2 = self._parts(a_i, b_j, pos_i, pos_j)
+        cross = torch.linalg.cross(cpos_i, cpos_j, dim=-1)
+        nc = sqrt_safe((cross * cross).sum(-1, keepdim=True))
+        trans = trans + cross / (nc + 1.0) * self._bound(self.phi_c(m))
+        return self._weighted(m, trans, d2, edge_weight)
 
 
 class EGNNVelocity(nn.Module):
@@ -101,7 +142,8 @@ class EGNNVelocity(nn.Module):
     which is E(n)-equivariant (rotations and reflections: v(x Q^T) = v(x) Q^T), invariant
     under translations (v(x + c) = v(x)), permutation-equivariant, and centre-of-mass free
     (a tangent vector of :class:`manifolds.CoMFree`).  Works in any dimension d (d = 2 for
-    DW4, 3 for LJ and molecules).
+    DW4, 3 for LJ and molecules).  With ``chiral=True`` (3-D) it is SE(3)- instead of E(3)-equivariant
+    (:class:`ChiralEGNNLayer`): reflections are no symmetry, so mirror images get different densities.
 
     Graphs: ``cutoff=None`` (default) connects every pair in each configuration, which suits
     small systems (DW4, LJ13, LJ55, QM9); a float gives a radius graph (pairs closer than
@@ -123,6 +165,9 @@ class EGNNVelocity(nn.Module):
         coords_range: see ``tanh`` (default 15).
         cutoff: None (fully connected) or the radius of the neighbour graph.
         taper: fraction of the cutoff over which messages fade to zero (default 0.2).
+        chiral: :class:`ChiralEGNNLayer` layers (3-D only): equivariant under proper rotations,
+            translations and permutations but not reflections, so enantiomers get different
+            densities (default False: E(n)-equivariant).
 
     Shapes: dense ``x`` ``(B, n, d)``, ``t`` ``(B,)`` or scalar, ``cond`` ``(B, n)`` int or
     ``(B, n, cond_dim)`` -> ``(B, n, d)``; PyG ``Data``/``Batch`` with ``pos`` ``(N, d)``,
@@ -143,8 +188,11 @@ class EGNNVelocity(nn.Module):
         coords_range: float = 15.0,
         cutoff: Optional[float] = None,
         taper: float = 0.2,
+        chiral: bool = False,
     ):
         super().__init__()
+        if not isinstance(chiral, bool):
+            raise TypeError(f"`chiral` must be a bool, got {type(chiral).__name__}")
         hidden = _pos_int("hidden", hidden)
         layers = _pos_int("layers", layers)
         time_dim = _pos_int("time_dim", time_dim, 2)
@@ -157,9 +205,11 @@ class EGNNVelocity(nn.Module):
         cutoff, taper = check_graph_options(cutoff, taper)
         self.time_embed = SinusoidalTimeEmbedding(time_dim)
         self.embed = nn.Linear(time_dim + cond_dim, hidden)
+        layer = ChiralEGNNLayer if chiral else EGNNLayer
         self.layers = nn.ModuleList(
-            [EGNNLayer(hidden, attention=attention, tanh=tanh, coords_range=coords_range) for _ in range(layers)]
+            [layer(hidden, attention=attention, tanh=tanh, coords_range=coords_range) for _ in range(layers)]
         )
+        self.chiral = chiral
         self.feature_out = nn.Linear(hidden, feature_out_dim) if feature_out_dim else None
         self.cond_dim = cond_dim
         self.feature_out_dim = feature_out_dim
@@ -167,13 +217,16 @@ class EGNNVelocity(nn.Module):
         self.taper = taper
         self.config = dict(hidden=hidden, layers=layers, time_dim=time_dim, cond_dim=cond_dim,
                            feature_out_dim=feature_out_dim, attention=attention, tanh=tanh,
-                           coords_range=float(coords_range), cutoff=cutoff, taper=taper)
+                           coords_range=float(coords_range), cutoff=cutoff, taper=taper, chiral=chiral)
 
     def forward(self, x, t, cond=None):
         w = self.embed.weight
         g = as_flat_graph(x, t, cond, cond_dim=self.cond_dim, dtype=w.dtype, device=w.device, where="EGNNVelocity")
         edge_index = build_edges(g, self.cutoff)
         pos0 = g.pos
+        if self.chiral and pos0.shape[-1] != 3:
+            raise ValueError(f"EGNNVelocity(chiral=True) needs 3-D positions (cross products), got dimension "
+                             f"{pos0.shape[-1]}; use chiral=False")
         h = [self.time_embed(g.t).to(w.dtype)]
         if g.feats is not None:
             h.append(g.feats)
@@ -185,7 +238,7 @@ class EGNNVelocity(nn.Module):
             rel = pos0[dst] - pos0[src]
             weight = envelope(sqrt_safe((rel * rel).sum(-1, keepdim=True)), self.cutoff, self.taper)
         for layer in self.layers:
-            h, pos = layer(h, pos, edge_index, weight)
+            h, pos = layer(h, pos, edge_index, weight, g.remove_mean(pos) if self.chiral else None)
         v = g.unflatten(g.remove_mean(pos - pos0))
         if self.feature_out is None:
             return v

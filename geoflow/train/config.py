@@ -119,6 +119,9 @@ class TrainConfig:
             the RCFM loss (:func:`geoflow.losses.rcfm_loss`; 0 = off; MLP networks only).
         premetric_steps: projected Euler steps that :class:`geoflow.paths.PremetricPath`
             takes to draw x_t (default 8).
+        chiral: particle and molecule datasets: an SE(3)- instead of E(3)-equivariant network
+            (``EGNNVelocity(chiral=True)``, 3-D only), which tells mirror images apart, and
+            rotations without reflections in the alignment couplings (default False).
         premetric_times: times drawn on each simulated pair of a premetric path (default 1):
             with r > 1 a step simulates ``batch_size / r`` pairs once on the grid s = j / n
             and takes r stratified times on each (:meth:`PremetricPath.sample_times`), so the
@@ -180,6 +183,7 @@ class TrainConfig:
     premetric: str = "biharmonic"
     premetric_steps: int = 8
     premetric_times: int = 1
+    chiral: bool = False
     normal_weight: float = 0.0
     device: str = "auto"
 
@@ -229,6 +233,8 @@ class TrainConfig:
         nw = self.normal_weight
         if isinstance(nw, bool) or not isinstance(nw, (int, float)) or not math.isfinite(nw) or nw < 0:
             raise ValueError(f"TrainConfig.normal_weight must be a finite number >= 0, got {nw!r}")
+        if not isinstance(self.chiral, bool):
+            raise ValueError(f"TrainConfig.chiral must be a bool, got {self.chiral!r}")
         if self.batch_size % self.premetric_times:
             raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of premetric_times "
                              f"({self.premetric_times}): a step trains on batch_size / premetric_times pairs")

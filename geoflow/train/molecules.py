@@ -12,7 +12,8 @@ per atom.  Samples draw the number of atoms from the training histogram, integra
 1 and read the types as argmax h_1; :func:`geoflow.data.molecules.stability` scores them.
 
 The density is invariant under rotations *and reflections* (EGNN is E(3)-equivariant), so it
-cannot tell enantiomers apart; chirality-aware generation needs an SE(3)-only network.
+cannot tell enantiomers apart; ``TrainConfig.chiral`` (``geoflow train qm9 --chiral``) trains the
+SE(3)-equivariant EGNN instead (:class:`geoflow.nn.ChiralEGNNLayer`), whose density can.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class MoleculeTrainer:
         self.sizes = torch.tensor([p.shape[0] for p in self.splits["train"][0]])
         torch.manual_seed(config.seed)
         self.model = EGNNVelocity(hidden=config.hidden, layers=config.depth, time_dim=config.time_dim,
-                                  cond_dim=_K, feature_out_dim=_K).to(self.device)
+                                  cond_dim=_K, feature_out_dim=_K, chiral=config.chiral).to(self.device)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
@@ -258,7 +259,7 @@ class MoleculeTrainer:
         cfg = self.config
         best = load_checkpoint(self.out / "best.pt")
         model = EGNNVelocity(hidden=cfg.hidden, layers=cfg.depth, time_dim=cfg.time_dim, cond_dim=_K,
-                             feature_out_dim=_K).to(self.device)
+                             feature_out_dim=_K, chiral=cfg.chiral).to(self.device)
         if best.get("ema") is not None:
             ema = EMA(model, cfg.ema_decay)
             ema.load_state_dict(best["ema"])

@@ -78,13 +78,17 @@ def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None
             raise ValueError(f"model {kind!r} needs a particle dataset (dw4, lj13, lj55), got {manifold!r}")
         if num_classes is not None:
             raise ValueError(f"model {kind!r} does not take class labels")
+        if config.chiral and (kind != "egnn" or manifold.spatial_dim != 3):
+            raise ValueError(f"chiral (SE(3)) models are EGNNs on 3-D particles; got model {kind!r} on {manifold!r}")
         if kind == "egnn":
-            return EGNNVelocity(hidden=config.hidden, layers=config.depth, time_dim=config.time_dim)
+            return EGNNVelocity(hidden=config.hidden, layers=config.depth, time_dim=config.time_dim, chiral=config.chiral)
         if manifold.spatial_dim != 3:
             raise ValueError(f"model 'tfn' needs 3-D particles, got {manifold!r}; use model 'egnn'")
         return TFNVelocity(layers=config.depth)
     if isinstance(manifold, CoMFree):
         raise ValueError(f"model {kind!r} is not equivariant; particle datasets take model 'egnn' or 'tfn'")
+    if config.chiral:
+        raise ValueError("chiral applies to particle and molecule datasets (an SE(3) EGNN); leave it off here")
     if kind == "unet":
         if not _is_image(manifold):
             raise ValueError(f"model 'unet' needs an image dataset (flat space with point shape (C, H, W)), got {manifold!r}")
@@ -223,8 +227,9 @@ class Trainer:
         if cfg.coupling in ("alignment", "ot-align"):
             if not isinstance(self.manifold, CoMFree):
                 raise ValueError(f"coupling {cfg.coupling!r} needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
-            # The Boltzmann densities here are invariant under reflections too: E(D) alignment.
-            return AlignmentCoupling(reflections=True, ot=True if cfg.coupling == "alignment" else "plain")
+            # The Boltzmann densities here are invariant under reflections too: E(D) alignment
+            # (rotations only for a chiral model, whose density need not be).
+            return AlignmentCoupling(reflections=not cfg.chiral, ot=True if cfg.coupling == "alignment" else "plain")
         method = "exact" if cfg.coupling == "ot" else "sinkhorn"
         flat = isinstance(self.manifold, Euclidean)
         return OTCoupling(

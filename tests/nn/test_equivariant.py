@@ -25,8 +25,10 @@ def _lively(model):
     g = torch.Generator().manual_seed(123)
     with torch.no_grad():
         for layer in getattr(model, "layers", []):
-            w = layer.phi_x[-1].weight
-            w.copy_(0.3 * torch.randn(w.shape, generator=g, dtype=w.dtype))
+            for head in ("phi_x", "phi_c"):  # phi_c: the cross-product gate of chiral layers
+                if hasattr(layer, head):
+                    w = getattr(layer, head)[-1].weight
+                    w.copy_(0.3 * torch.randn(w.shape, generator=g, dtype=w.dtype))
     return model
 
 
@@ -34,6 +36,12 @@ def _lively(model):
 def egnn():
     torch.manual_seed(0)
     return _lively(EGNNVelocity(hidden=16, layers=2, time_dim=8, cond_dim=3)).double()
+
+
+@pytest.fixture(scope="module")
+def chiral():
+    torch.manual_seed(0)
+    return _lively(EGNNVelocity(hidden=16, layers=2, time_dim=8, cond_dim=3, chiral=True)).double()
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +154,7 @@ def test_egnn_layer_matches_the_paper_equations_written_densely():
 
 # ------------------------------------------------------------------ input forms
 @torch.no_grad()
-@pytest.mark.parametrize("name", ["egnn", "tfn"])
+@pytest.mark.parametrize("name", ["egnn", "tfn", "chiral"])
 def test_pyg_batch_of_different_sizes_matches_dense_inputs(request, name):
     model = _net(request, name)
     g = torch.Generator().manual_seed(4)
@@ -178,7 +186,7 @@ def test_pyg_batch_of_different_sizes_matches_dense_inputs(request, name):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", ["egnn", "tfn"])
+@pytest.mark.parametrize("name", ["egnn", "tfn", "chiral"])
 def test_cond_changes_the_output_and_ints_equal_one_hot(request, name):
     model = _net(request, name)
     g = torch.Generator().manual_seed(5)
@@ -192,6 +200,44 @@ def test_cond_changes_the_output_and_ints_equal_one_hot(request, name):
     torch.testing.assert_close(model(x, t, cond=torch.nn.functional.one_hot(b, 3).to(F64)), vb, rtol=0, atol=1e-13)
     # time matters too
     assert float((model(x, torch.zeros(2, dtype=F64), cond=a) - model(x, torch.ones(2, dtype=F64), cond=a)).abs().max()) > 1e-4
+
+
+# ------------------------------------------------------------------ chirality (SE(3) vs E(3))
+@torch.no_grad()
+def test_chiral_egnn_is_se3_but_not_e3_equivariant(chiral, egnn):
+    cond = torch.randint(0, 3, (3, 7), generator=torch.Generator().manual_seed(21))
+    errs = assert_equivariant(chiral, n_particles=7, cond=cond, com_free=True, reflections=False)
+    for kind in ["rotation", "translation", "permutation", "centre-of-mass"]:
+        assert any(k.startswith(kind) for k in errs), (kind, list(errs))
+    assert not any(k.startswith("reflection") for k in errs)
+    assert max(errs.values()) < 1e-11, errs
+    with pytest.raises(AssertionError, match="reflection"):
+        assert_equivariant(chiral, n_particles=7, cond=cond, com_free=True)
+    # a configuration and its mirror image: the E(3) model maps one onto the other, the chiral one does not
+    g = torch.Generator().manual_seed(22)
+    x = torch.randn(3, 7, 3, generator=g, dtype=F64)
+    t = torch.rand(3, generator=g, dtype=F64)
+    mirror = torch.tensor([1.0, 1.0, -1.0], dtype=F64)
+    torch.testing.assert_close(egnn(x * mirror, t, cond=cond), egnn(x, t, cond=cond) * mirror, rtol=0, atol=1e-12)
+    gap = (chiral(x * mirror, t, cond=cond) - chiral(x, t, cond=cond) * mirror).abs().max()
+    assert float(gap) > 1e-3 * float(chiral(x, t, cond=cond).abs().max())
+    # chiral layers add a cross-product gate to the E(3) layer: with the gate at zero they are the E(3) layer
+    plain = EGNNVelocity(hidden=16, layers=2, time_dim=8, cond_dim=3).double()
+    state = {k: v for k, v in chiral.state_dict().items() if "phi_c" not in k}
+    plain.load_state_dict(state)
+    silent = copy.deepcopy(chiral)
+    for layer in silent.layers:
+        layer.phi_c[-1].weight.zero_()
+    torch.testing.assert_close(silent(x, t, cond=cond), plain(x, t, cond=cond), rtol=0, atol=1e-13)
+    assert chiral.config["chiral"] is True and egnn.config["chiral"] is False
+
+
+def test_chiral_egnn_bad_options():
+    with pytest.raises(TypeError, match="chiral"):
+        EGNNVelocity(chiral="yes")
+    m = EGNNVelocity(hidden=8, layers=1, time_dim=4, chiral=True)
+    with pytest.raises(ValueError, match="chiral=True.*3-D"):
+        m(torch.randn(2, 4, 2), torch.rand(2))
 
 
 # ------------------------------------------------------------------ graphs
@@ -233,7 +279,7 @@ def test_radius_graph_is_continuous_when_a_pair_crosses_the_cutoff():
 
 
 # ------------------------------------------------------------------ gradients, numerics
-@pytest.mark.parametrize("name", ["egnn", "tfn"])
+@pytest.mark.parametrize("name", ["egnn", "tfn", "chiral"])
 def test_gradients_are_finite_also_for_coincident_particles(request, name):
     model = _net(request, name)
     x = torch.randn(2, 5, 3, dtype=F64)
@@ -372,7 +418,7 @@ def test_public_names():
     import geoflow.nn as nn_pkg
     import geoflow.testing as testing
 
-    for name in ["EGNNVelocity", "TFNVelocity", "EGNNLayer", "TFNLayer"]:
+    for name in ["EGNNVelocity", "TFNVelocity", "EGNNLayer", "ChiralEGNNLayer", "TFNLayer"]:
         assert name in nn_pkg.__all__ and hasattr(nn_pkg, name)
     for name in testing.__all__:
         assert hasattr(testing, name)

@@ -73,3 +73,39 @@ def test_cli_trains_qm9_and_plots_molecules(tmp_path, capsys):
     assert rc == 0, text
     assert "molecule stability" in text and (out / "qm9.png").stat().st_size > 10_000
     assert (out / "best.pt").exists() and (out / "metrics.json").exists()
+
+
+def test_chiral_qm9_model_tells_mirror_images_apart(tmp_path, capsys):
+    # --chiral: the SE(3) EGNN; rotating the noise still rotates the velocities, mirroring does not mirror them
+    from geoflow.cli import main
+    from geoflow.train.molecules import _velocity
+
+    trainer = MoleculeTrainer(_cfg(tmp_path, chiral=True, device="cpu"), progress=False, log=lambda *_: None)
+    model = trainer.model.eval()
+    assert model.chiral
+    with torch.no_grad():  # O(1) cross-product gates, so that the test means something
+        for layer in model.layers:
+            layer.phi_c[-1].weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    x = x - x.mean(0)
+    h = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    model = model.double()
+    batch, t = torch.zeros(7, dtype=torch.long), torch.tensor([0.4], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.linalg.det(q))  # a proper rotation
+    with torch.no_grad():
+        v, u = _velocity(model, x, h, batch, t)
+        v2, u2 = _velocity(model, x @ q.T, h, batch, t)
+        mirror = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+        vm, _ = _velocity(model, x * mirror, h, batch, t)
+    torch.testing.assert_close(v2, v @ q.T, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(u2, u, atol=1e-10, rtol=1e-10)
+    assert float((vm - v * mirror).abs().max()) > 1e-4 * float(v.abs().max())
+    out = tmp_path / "cli"
+    rc = main(["train", "qm9", "--steps", "1", "--eval-every", "1", "--batch-size", "4", "--hidden", "8", "--depth", "1",
+               "--ess-samples", "2", "--quiet", "--no-plot", "--chiral", "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    from geoflow.train import load_checkpoint
+
+    assert load_checkpoint(out / "best.pt")["config"]["chiral"] is True

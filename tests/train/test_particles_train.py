@@ -69,6 +69,33 @@ def test_model_choice_on_particles_and_elsewhere(tmp_path):
         TrainConfig(nll_divergence="hutch")
 
 
+def test_chiral_option_builds_se3_models_and_rotation_only_alignment(tmp_path):
+    from geoflow.nn import ChiralEGNNLayer, EGNNLayer
+    from manifolds import CoMFree, Sphere
+
+    model = build_model(TrainConfig(model="egnn", chiral=True, hidden=8, depth=2), CoMFree(5, 3))
+    assert model.chiral and all(isinstance(layer, ChiralEGNNLayer) for layer in model.layers)
+    plain = build_model(TrainConfig(model="egnn", hidden=8, depth=2), CoMFree(5, 3))
+    assert not plain.chiral and all(type(layer) is EGNNLayer for layer in plain.layers)
+    with pytest.raises(ValueError, match="chiral .*EGNNs on 3-D particles"):
+        build_model(TrainConfig(model="egnn", chiral=True), CoMFree(4, 2))  # DW4 is 2-D
+    with pytest.raises(ValueError, match="chiral .*EGNNs on 3-D particles"):
+        build_model(TrainConfig(model="tfn", chiral=True), CoMFree(5, 3))
+    with pytest.raises(ValueError, match="chiral applies to particle and molecule datasets"):
+        build_model(TrainConfig(chiral=True), Sphere(2))
+    with pytest.raises(ValueError, match="TrainConfig.chiral must be a bool"):
+        TrainConfig(chiral="yes")
+    # the alignment coupling of a chiral run aligns with proper rotations only
+    cfg = TrainConfig(dataset="lj13", n_samples=64, steps=1, batch_size=8, hidden=8, depth=1, coupling="alignment",
+                      chiral=True, out=str(tmp_path / "lj"), device="cpu")
+    tr = Trainer(cfg, progress=False, log=lambda *_: None)
+    assert tr.coupling.reflections is False and tr.model.chiral
+    assert torch.isfinite(torch.tensor(tr.train_step()))
+    cfg = TrainConfig(dataset="lj13", n_samples=64, steps=1, batch_size=8, hidden=8, depth=1, coupling="alignment",
+                      out=str(tmp_path / "lj2"), device="cpu")
+    assert Trainer(cfg, progress=False, log=lambda *_: None).coupling.reflections is True
+
+
 def test_hutchinson_validation_is_reproducible(tmp_path):
     cfg = _cfg(tmp_path, nll_divergence="hutchinson")
     a = Trainer(cfg, progress=False, log=lambda *_: None)
