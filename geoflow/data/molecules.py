@@ -14,6 +14,12 @@
   atom stability 99.0 % and molecule stability 95.2 % in EDM's paper; the tests check the
   shipped subset against those figures.
 
+* :func:`validity`: EDM's validity and uniqueness with RDKit (optional dependency, ``pip install
+  rdkit`` or ``geoflow[chem]``): the molecule is built from its atoms and the bond orders of
+  :func:`bond_orders` and is *valid* when RDKit sanitizes it; uniqueness is the fraction of
+  distinct canonical SMILES (of each molecule's largest fragment) among the valid ones.  EDM
+  reports 97.7 % validity for the QM9 data.
+
 Bond lengths (pm) are the typical covalent bond lengths of organic chemistry tables (the
 values EDM uses for these five elements).
 """
@@ -39,6 +45,8 @@ __all__ = [
     "bond_orders",
     "stability",
     "Stability",
+    "validity",
+    "Validity",
 ]
 
 #: Atom types of QM9, in the order of the one-hot channel.
@@ -245,3 +253,72 @@ def stability(positions: torch.Tensor, types: torch.Tensor, mask: Optional[torch
         n_atoms=n_atoms,
         n_molecules=int(per_mol.numel()),
     )
+
+
+@dataclass
+class Validity:
+    """RDKit validity of a batch of molecules (EDM's protocol).
+
+    Attributes:
+        valid: fraction of molecules that RDKit sanitizes.
+        unique: fraction of distinct canonical SMILES (largest fragment) among the valid ones.
+        smiles: the canonical SMILES of each valid molecule's largest fragment (None if invalid).
+        n_molecules: count the fractions are over.
+    """
+
+    valid: float
+    unique: float
+    smiles: list
+    n_molecules: int
+
+
+def _rdkit():
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError:  # pragma: no cover - rdkit is in the dev and chem extras
+        raise ImportError("validity needs RDKit: pip install rdkit (or geoflow[chem])") from None
+    RDLogger.DisableLog("rdApp.*")  # sanitization failures are the measurement, not news
+    return Chem
+
+
+def validity(positions: torch.Tensor, types: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Validity:
+    """EDM's validity and uniqueness of a padded batch, with RDKit (Hoogeboom et al. 2022).
+
+    Each molecule becomes an RDKit molecule with its atoms and the bonds of :func:`bond_orders`
+    (orders 1-3); it is valid when ``Chem.SanitizeMol`` accepts it (valences, aromaticity),
+    and its SMILES is that of its largest fragment.
+
+    Shapes: positions ``(B, N, 3)`` (Angstrom), types ``(B, N)``, mask ``(B, N)``.
+    """
+    Chem = _rdkit()
+    if positions.dim() != 3 or positions.shape[-1] != 3 or types.shape != positions.shape[:2]:
+        raise ValueError(f"expected positions (B, N, 3) and types (B, N), got {tuple(positions.shape)} and "
+                         f"{tuple(types.shape)}")
+    if mask is None:
+        mask = torch.ones(types.shape, dtype=torch.bool, device=types.device)
+    order = bond_orders(positions, types, mask).cpu()
+    types, mask = types.cpu(), mask.cpu()
+    kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    smiles = []
+    for b in range(types.shape[0]):
+        idx = mask[b].nonzero().flatten().tolist()
+        mol = Chem.RWMol()
+        for i in idx:
+            mol.AddAtom(Chem.Atom(QM9_ELEMENTS[int(types[b, i])]))
+        pos = {i: k for k, i in enumerate(idx)}
+        for i in idx:
+            for j in idx:
+                if i < j and int(order[b, i, j]) > 0:
+                    mol.AddBond(pos[i], pos[j], kinds[int(order[b, i, j])])
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception:  # RDKit raises several kinds (valence, kekulization): all mean invalid
+            smiles.append(None)
+            continue
+        frags = Chem.rdmolops.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+        largest = max(frags, key=lambda m: m.GetNumAtoms())
+        smiles.append(Chem.MolToSmiles(Chem.RemoveHs(largest, sanitize=False)))
+    good = [s for s in smiles if s is not None]
+    n = len(smiles)
+    return Validity(valid=len(good) / max(n, 1), unique=len(set(good)) / max(len(good), 1), smiles=smiles,
+                    n_molecules=n)

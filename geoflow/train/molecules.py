@@ -28,13 +28,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.molecules import QM9_ELEMENTS, load_qm9, pad_molecules, stability
+from ..data.molecules import QM9_ELEMENTS, load_qm9, pad_molecules, stability, validity
 from ..nn import EMA, EGNNVelocity
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .trainer import TrainingDiverged, _lr_lambda, optimizer_step
 
 __all__ = ["MoleculeTrainer", "sample_molecules", "TYPE_SCALE"]
+
+
+def _has_rdkit() -> bool:
+    """RDKit validity is reported when RDKit is installed (``geoflow[chem]``); stability always."""
+    import importlib.util
+
+    return importlib.util.find_spec("rdkit") is not None
 
 #: Scale of the one-hot atom-type channel (EDM's normalisation of categorical features).
 TYPE_SCALE = 0.25
@@ -280,9 +287,15 @@ class MoleculeTrainer:
                     self.samples = (pos, types)
                 x, h, mask = pad_molecules(pos, types)
                 s = stability(x, h.argmax(-1), mask)
-                metrics["stability"][str(nfe)] = {"atom": s.atom_stable, "molecule": s.molecule_stable, "molecules": n}
+                row = {"atom": s.atom_stable, "molecule": s.molecule_stable, "molecules": n}
+                extra = ""
+                if _has_rdkit():
+                    v = validity(x, h.argmax(-1), mask)
+                    row.update(valid=v.valid, unique=v.unique)
+                    extra = f", RDKit validity {100 * v.valid:.1f} %, uniqueness {100 * v.unique:.1f} %"
+                metrics["stability"][str(nfe)] = row
                 self.log(f"NFE {nfe}: atom stability {100 * s.atom_stable:.1f} %, molecule stability "
-                         f"{100 * s.molecule_stable:.1f} % ({n} molecules)")
+                         f"{100 * s.molecule_stable:.1f} %{extra} ({n} molecules)")
         tmp = self.out / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2))
         tmp.replace(self.out / "metrics.json")

@@ -27,6 +27,7 @@ def test_qm9_trains_reports_stability_and_resumes_exactly(tmp_path, monkeypatch)
     metrics = full.fit()
     assert set(metrics["stability"]) == {"50", "200"}
     assert all(0 <= v["atom"] <= 1 and 0 <= v["molecule"] <= 1 for v in metrics["stability"].values())
+    assert all(0 <= v["valid"] <= 1 and 0 <= v["unique"] <= 1 for v in metrics["stability"].values())  # RDKit (dev extra)
     assert metrics["n_train"] == 1600 and torch.isfinite(torch.tensor(metrics["test_loss"]))
 
     cfg = _cfg(tmp_path / "b", device="cpu")
