@@ -168,6 +168,12 @@ def _shrink_weights(state: dict) -> None:
     state["ema"] = None
 
 
+def _chiral_2d():
+    from geoflow.nn import EGNNVelocity
+
+    return EGNNVelocity(hidden=8, layers=1, time_dim=4, chiral=True)(torch.randn(2, 4, 2), torch.rand(2))
+
+
 # ----------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Case:
@@ -422,6 +428,13 @@ CASES: list[Case] = [
          lambda c: _config(grad_clip=float("nan")), V, r"TrainConfig\.grad_clip must be a finite number >= 0, got nan"),
     Case("config-min-lr-ratio", "train", "TrainConfig(min_lr_ratio=2)",
          lambda c: _config(min_lr_ratio=2.0), V, r"TrainConfig\.min_lr_ratio must lie in \[0, 1\], got 2"),
+    Case("config-premetric-times-not-dividing", "train", "TrainConfig(batch_size=256, premetric_times=3)",
+         lambda c: _config(batch_size=256, premetric_times=3), V,
+         r"TrainConfig\.batch_size \(256\) must be a multiple of premetric_times \(3\)"),
+    Case("config-chiral-not-bool", "train", "TrainConfig(chiral='yes')",
+         lambda c: _config(chiral="yes"), V, r"TrainConfig\.chiral must be a bool, got 'yes'"),
+    Case("nn-chiral-egnn-in-2d", "nn", "EGNNVelocity(chiral=True) on 2-D particles (cross products need 3-D)",
+         lambda c: _chiral_2d(), V, r"EGNNVelocity\(chiral=True\) needs 3-D positions.*got dimension 2"),
     Case("config-unknown-activation", "train", "TrainConfig(activation='swish')",
          lambda c: _config(activation="swish"), V, r"TrainConfig\.activation must be one of .*'silu'.*got 'swish'"),
     Case("config-unknown-scheduler", "train", "TrainConfig(scheduler='vp')",
