@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_model(checkpoint, device="cpu"):
     """(model in eval mode on ``device``, its TrainConfig, its dataset); the file is read onto the CPU first."""
     from .data import load_dataset
-    from .nn import EMA
     from .train import TrainConfig, build_model, load_checkpoint
+    from .train.checkpoint import eval_weights
     from .train.distributed import resolve_device
 
     device = device if isinstance(device, torch.device) else resolve_device(device, None, name="--device")
@@ -197,15 +197,9 @@ def _load_model(checkpoint, device="cpu"):
         raise ValueError(f"checkpoint {checkpoint!r} is for {state['manifold']}, but its dataset is on {data.manifold!r}")
     model = build_model(config, data.manifold, num_classes=data.num_classes)
     try:
-        if state.get("ema") is not None:
-            ema = EMA(model, config.ema_decay)
-            ema.load_state_dict(state["ema"])
-            model = ema.module
-        else:
-            model.load_state_dict(state["model"])
+        model = eval_weights(model, state, config.ema_decay)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(f"checkpoint {str(checkpoint)!r}: its weights do not fit the model its config builds ({' '.join(str(exc).split())})") from None
-    model.eval()
     return model.to(device), config, data
 
 

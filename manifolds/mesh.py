@@ -571,7 +571,6 @@ class Mesh(Manifold):
         batch = x.shape[:-1]
         p = x.detach().reshape(-1, 3).to(torch.float64).cpu()
         n = p.shape[0]
-        nf = self._F.shape[0]
         k = min(2 * self.k_candidates, self._grid_owner.shape[0])
         if n == 0:
             face = torch.zeros(0, dtype=torch.long)

@@ -197,7 +197,7 @@ class PremetricPath:
         None); ``d0`` = d(x0, x1) ``(batch,)``; ``e1`` x1's spectral embedding (or None).
         """
         n = self.steps if steps is None else steps
-        m, k = self.manifold, self.manifold.ndim
+        m = self.manifold
         e1 = face1 = None
         if self._spectral is not None:
             face1, _ = m.locate(x1)

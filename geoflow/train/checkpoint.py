@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "eval_weights"]
 
 CHECKPOINT_FORMAT = "geoflow-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -73,3 +73,19 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     if missing:
         raise ValueError(f"checkpoint {str(path)!r} lacks the keys {missing}")
     return state
+
+
+def eval_weights(model, state: dict, ema_decay: float):
+    """The module to evaluate a checkpoint with, in eval mode: ``model`` carrying the checkpoint's
+    EMA average when ``state`` has one (the EMA's own copy of ``model`` is returned), else its
+    raw weights.  Torch's errors for weights that do not fit ``model`` propagate (``RuntimeError``,
+    ``KeyError``)."""
+    if state.get("ema") is not None:
+        from ..nn import EMA
+
+        ema = EMA(model, ema_decay)
+        ema.load_state_dict(state["ema"])
+        model = ema.module
+    else:
+        model.load_state_dict(state["model"])
+    return model.eval()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data.molecules import QM9_ELEMENTS, load_qm9, pad_molecules, stability, validity
 from ..nn import EMA, EGNNVelocity
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import eval_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .trainer import TrainingDiverged, _lr_lambda, optimizer_step
 
@@ -267,13 +267,7 @@ class MoleculeTrainer:
         best = load_checkpoint(self.out / "best.pt")
         model = EGNNVelocity(hidden=cfg.hidden, layers=cfg.depth, time_dim=cfg.time_dim, cond_dim=_K,
                              feature_out_dim=_K, chiral=cfg.chiral).to(self.device)
-        if best.get("ema") is not None:
-            ema = EMA(model, cfg.ema_decay)
-            ema.load_state_dict(best["ema"])
-            model = ema.module
-        else:
-            model.load_state_dict(best["model"])
-        model.eval()
+        model = eval_weights(model, best, cfg.ema_decay)
         metrics = {"dataset": "qm9", "test_loss": self.split_loss("test", model), "best_val_loss": self.best_val,
                    "best_step": int(best["step"]), "steps": self.step, "train_seconds": seconds, "seed": cfg.seed,
                    "n_train": len(self.splits["train"][0]), "stability": {}, "config": cfg.to_dict()}

@@ -18,7 +18,7 @@ from ..couplings import AlignmentCoupling, OTCoupling
 from ..losses import cfm_loss, rcfm_loss
 from ..nn import EMA, EGNNVelocity, MLPVelocity, TFNVelocity, UNetVelocity
 from ..paths import AffinePath, CondOTScheduler, CosineScheduler, GeodesicPath, PremetricPath
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import eval_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, init_distributed, resolve_device
 
@@ -536,13 +536,7 @@ class Trainer:
         """Test NLL (or loss) of the best checkpoint's EMA model; writes ``metrics.json`` (rank 0's job)."""
         best = load_checkpoint(self.out / "best.pt") if (self.out / "best.pt").exists() else self.state_dict()
         model = build_model(self.config, self.manifold, num_classes=self.data.num_classes).to(self.device)
-        if best.get("ema") is not None:
-            ema = EMA(model, self.config.ema_decay)
-            ema.load_state_dict(best["ema"])
-            model = ema.module
-        else:
-            model.load_state_dict(best["model"])
-        model.eval()
+        model = eval_weights(model, best, self.config.ema_decay)
         test = self.data.test
         if self.config.test_points and test.shape[0] > self.config.test_points:
             g = torch.Generator().manual_seed(self.config.seed + 4)
