@@ -35,7 +35,8 @@ class PremetricPath:
         x_{k+1} = \\exp_{x_k}\\Big(-\\frac{h}{1 - s_k}\\, d(x_k, x_1)\\, \\frac{g_k}{|g_k|^2}\\Big), \\qquad s_k = k h
 
     (``manifold.expmap``; on a :class:`manifolds.Mesh` the projected step projx(x + u), cheaper
-    than ``Mesh.expmap``'s walk over the faces and enough for the path's own accuracy).  In
+    than ``Mesh.expmap``'s walk over the faces and enough for the path's own accuracy, with the
+    closest face taken among the candidates of ``Mesh.locate(..., certify=False)``).  In
     this form Euler is exact for the distance when d is locally linear along the step:
     d_{k+1} = d_k (1 - s_{k+1}) / (1 - s_k), so d(x_t, x1) = kappa~(t) d(x0, x1) holds to second
     order and the last step of a t = 1 sample is a Newton step onto x1; h / (1 - s_k) <= 1,
