@@ -35,7 +35,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
                  val_points=100, test_points=500, ess_samples=500, nll_steps=20),
 }
 # Meshes (premetric paths, simulation-based training): the settings of benchmarks/mesh_table.py, about
-# 9 minutes alone on one CPU core (4000 steps with 8 times per simulated pair: test NLL 1.50 on bunny k=10 at
+# 7-10.5 minutes a run on one CPU core beside other jobs (4000 steps with 8 times per simulated pair: test NLL 1.50 on bunny k=10 at
 # step 4000 of an 8000-step run, as 4000 steps with one time per pair (1.51) in half the time; likelihoods
 # need the closest-point search at every solver stage, so validation uses fewer points and ODE steps than on
 # the sphere.
