@@ -236,8 +236,10 @@ class TrainConfig:
         if not isinstance(self.chiral, bool):
             raise ValueError(f"TrainConfig.chiral must be a bool, got {self.chiral!r}")
         if self.batch_size % self.premetric_times:
-            raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of premetric_times "
-                             f"({self.premetric_times}): a step trains on batch_size / premetric_times pairs")
+            r = self.premetric_times
+            raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of premetric_times ({r}): a "
+                             f"step trains on batch_size / premetric_times pairs; use e.g. --batch-size "
+                             f"{max(r, self.batch_size // r * r)} or --premetric-times 1")
         mults = self.unet_mults
         if not isinstance(mults, (tuple, list)) or not mults or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults
