@@ -266,16 +266,8 @@ class PremetricPath:
             face_t = torch.where(at0, faces[0, pair], torch.where(at1, face1[pair] if face1 is not None else face_t, face_t))
             if face1 is None:  # a non-spectral premetric: locate the points moved onto x1
                 face_t = torch.where(at1, m.locate(x1r)[0], face_t)
-        _, g = self.dist_and_grad(x_t, x1r, _face=face_t, _e1=e1r)
-        # guard x_t == x1 (t = 1, or x0 == x1): use the gradient of the grid state the step started from
-        g2 = (g * g).reshape(g.shape[0], -1).sum(-1)
-        flat = (g2 <= 0).reshape(shape)
-        if bool(flat.any()):
-            _, gl = self.dist_and_grad(xs, x1r, _face=fs, _e1=e1r)
-            g = torch.where(flat, m.proju(x_t, gl), g)
-        dx_t = -d_kappa.reshape(shape) * self._step_dir(d0r, g)
-        if self._mesh:
-            dx_t = m.proju(x_t, dx_t)
+        # the step started from the grid state xs: its gradient guards x_t == x1
+        dx_t = self._velocity(x_t, x1r, xs, d0r, d_kappa, face=face_t, last_face=fs, e1=e1r)
         return PathSample(x_t=x_t, dx_t=dx_t, t=tf, x0=x0[pair], x1=x1r)
 
     @torch.no_grad()
@@ -291,15 +283,23 @@ class PremetricPath:
         kappa, d_kappa = self.scheduler.kappa(t)
         kappa = kappa.clamp(0.0, 1.0)
         x_t, d0, last = self.solve(x0, x1, kappa)
-        _, g = self.dist_and_grad(x_t, x1)
-        k = m.ndim
-        # guard x_t == x1 (t = 1, or x0 == x1): use the gradient of the last iterate
+        return PathSample(x_t=x_t, dx_t=self._velocity(x_t, x1, last, d0, d_kappa), t=t, x0=x0, x1=x1)
+
+    def _velocity(self, x_t, x1, last, d0, d_kappa, *, face=None, last_face=None, e1=None):
+        """The exact-path velocity -kappa'(t) d(x0, x1) g / |g|^2 at x_t, g = grad d(., x1) there.
+
+        Where x_t == x1 (t = 1, or x0 == x1) g vanishes: the gradient at ``last``, the iterate the
+        final step started from, is used instead.  ``face``, ``last_face``, ``e1``: known faces of
+        x_t and last and x1's spectral embedding (saves closest-point searches).
+        """
+        m, k = self.manifold, self.manifold.ndim
+        _, g = self.dist_and_grad(x_t, x1, _face=face, _e1=e1)
         g2 = (g * g).reshape(g.shape[0], -1).sum(-1)
         flat = (g2 <= 0).reshape(g2.shape + (1,) * k)
         if bool(flat.any()):
-            _, gl = self.dist_and_grad(last, x1)
+            _, gl = self.dist_and_grad(last, x1, _face=last_face, _e1=e1)
             g = torch.where(flat, m.proju(x_t, gl), g)
         dx_t = -d_kappa.reshape(d_kappa.shape + (1,) * k) * self._step_dir(d0, g)
         if self._mesh:  # the premetric gradient lies in the face plane; the model's outputs in the smooth tangent plane
             dx_t = m.proju(x_t, dx_t)
-        return PathSample(x_t=x_t, dx_t=dx_t, t=t, x0=x0, x1=x1)
+        return dx_t
