@@ -174,16 +174,8 @@ class PremetricPath:
         n = self.steps if steps is None else steps
         k = self.manifold.ndim
         e1 = self.manifold.spectral_embedding(x1, self._spectral) if self._spectral is not None else None
-        h = kappa / n
-        x, face, last = x0, None, x0
-        d0 = None
-        for i in range(n):
-            d, g = self.dist_and_grad(x, x1, _face=face, _e1=e1)
-            if d0 is None:
-                d0 = d
-            c = h / (1 - i * h)  # h / (1 - s_i) <= 1
-            last = x
-            x, face = self._move(x, -c.reshape(c.shape + (1,) * k) * self._step_dir(d, g))
+        states, _, d0 = self._euler(x0, x1, kappa / n, n, e1)
+        x, last = states[-1], states[-2]
         shape = kappa.shape + (1,) * k
         x = torch.where((kappa <= 0).reshape(shape), x0, x)
         return torch.where((kappa >= 1).reshape(shape), x1, x), d0, last
@@ -203,20 +195,28 @@ class PremetricPath:
         if self._spectral is not None:
             face1, _ = m.locate(x1)
             e1 = m.spectral_embedding(x1, self._spectral, face=face1)
-        states, faces = [x0], []
-        x, face, d0 = x0, None, None
-        for i in range(n):
-            d, g = self.dist_and_grad(x, x1, _face=face, _e1=e1)
-            if self._mesh and face is None:
-                face, _ = m.locate(x)
-            faces.append(face)
-            if d0 is None:
-                d0 = d
-            c = 1.0 / (n - i)  # h / (1 - s_i) with h = 1 / n
-            x, face = self._move(x, -c * self._step_dir(d, g))
-            states.append(x)
-        faces.append(face)
+        h = torch.full(x0.shape[:1], 1.0 / n, dtype=x0.dtype, device=x0.device)
+        states, faces, d0 = self._euler(x0, x1, h, n, e1)
         return torch.stack(states), (torch.stack(faces) if self._mesh else None), d0, e1, face1
+
+    def _euler(self, x0, x1, h, n, e1):
+        """n projected Euler steps of size h ``(batch,)`` in s from x0 (step i: c = h / (1 - s_i) <= 1).
+
+        Returns ``(states, faces, d0)``: the n + 1 iterates (x0 first), on a Mesh their faces (else
+        Nones) and d(x0, x1); x0 is located once, and the first dist_and_grad reuses its face.
+        """
+        m, k = self.manifold, self.manifold.ndim
+        states, faces = [x0], [m.locate(x0)[0] if self._mesh else None]
+        d0 = None
+        for i in range(n):
+            x, face = states[-1], faces[-1]
+            d, g = self.dist_and_grad(x, x1, _face=face, _e1=e1)
+            d0 = d if d0 is None else d0
+            c = h / (1 - i * h)
+            x, face = self._move(x, -c.reshape(c.shape + (1,) * k) * self._step_dir(d, g))
+            states.append(x)
+            faces.append(face)
+        return states, faces, d0
 
     @torch.no_grad()
     def sample_times(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
