@@ -22,6 +22,14 @@ def _pos_int(name: str, v, minimum: int = 1) -> int:
     return int(v)
 
 
+
+def _coord_head(hidden: int) -> nn.Module:
+    """The per-edge scalar gate of a coordinate update: Linear-SiLU-Linear(hidden -> 1), the last layer
+    initialised near zero so that a fresh layer starts near the identity map (EGNN reference code)."""
+    last = nn.Linear(hidden, 1, bias=False)
+    nn.init.xavier_uniform_(last.weight, gain=0.001)
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+
 class EGNNLayer(MessagePassing):
     """One equivariant graph convolution layer (Satorras, Hoogeboom & Welling 2021, Eq. 3-6).
 
@@ -48,9 +56,7 @@ class EGNNLayer(MessagePassing):
         self.hidden = hidden
         self.phi_e = nn.Sequential(nn.Linear(2 * hidden + 1, hidden), act(), nn.Linear(hidden, hidden), act())
         self.phi_a = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid()) if attention else None
-        last = nn.Linear(hidden, 1, bias=False)
-        nn.init.xavier_uniform_(last.weight, gain=0.001)  # start near the identity map (EGNN reference code)
-        self.phi_x = nn.Sequential(nn.Linear(hidden, hidden), act(), last)
+        self.phi_x = _coord_head(hidden)
         self.phi_h = nn.Sequential(nn.Linear(2 * hidden, hidden), act(), nn.Linear(hidden, hidden))
         self.tanh = tanh
         self.coords_range = float(coords_range)
@@ -116,9 +122,7 @@ class ChiralEGNNLayer(EGNNLayer):
 
     def __init__(self, hidden: int, **kw):
         super().__init__(hidden, **kw)
-        last = nn.Linear(hidden, 1, bias=False)
-        nn.init.xavier_uniform_(last.weight, gain=0.001)
-        self.phi_c = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+        self.phi_c = _coord_head(hidden)
 
     def message(self, a_i, b_j, pos_i, pos_j, edge_weight, cpos_i, cpos_j):
         m, trans, d2 = self._parts(a_i, b_j, pos_i, pos_j)

@@ -140,7 +140,7 @@ class MoleculeTrainer:
         data = load_qm9()
         n = len(data["positions"])
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()
-        n_val = n_test = n // 10
+        n_val = n // 10  # val and test: a tenth each
         split = {"train": perm[: n - 2 * n_val], "val": perm[n - 2 * n_val : n - n_val], "test": perm[n - n_val :]}
         self.splits = {k: ([data["positions"][i] for i in v], [data["types"][i] for i in v]) for k, v in split.items()}
         self.sizes = torch.tensor([p.shape[0] for p in self.splits["train"][0]])

@@ -176,7 +176,6 @@ def test_adjacency_pairs_faces_across_shared_edges(blob):
     assert (adj[g, j] == 3 * np.arange(len(F))[:, None] + np.arange(3)).all()  # involution
     for i in range(3):
         mine = np.sort(F[:, [(i + 1) % 3, (i + 2) % 3]], axis=1)
-        rows = np.arange(len(F))
         theirs = np.sort(np.stack([F[g[:, i], (j[:, i] + 1) % 3], F[g[:, i], (j[:, i] + 2) % 3]], 1), axis=1)
         assert (mine == theirs).all()
     # an open mesh (one triangle strip) has boundary edges

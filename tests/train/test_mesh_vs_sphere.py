@@ -8,7 +8,6 @@ samples are the sphere samples projected onto the icosphere (radial Jacobian clo
 
 import math
 
-import pytest
 import torch
 
 from geoflow.data import sample_von_mises_fisher
