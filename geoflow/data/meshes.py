@@ -43,6 +43,7 @@ __all__ = [
     "mesh_splits",
     "target_face_density",
     "target_entropy",
+    "area_smooth_nll",
 ]
 
 #: Shipped meshes: file, scale applied at load, sha256 of the file.
@@ -231,3 +232,21 @@ def target_entropy(name: str, k: int, *, upsample: int = 3) -> float:
     area = _face_areas(V, F)
     keep = p > 0
     return float(-(p[keep] * (p[keep] / area[keep]).log()).sum())
+
+
+def area_smooth_nll(name: str, k: int, *, upsample: int = 3) -> float:
+    """Expected test NLL (nats) of the eigenfunction-k target's *area-smooth* version q: the density
+    proportional to w_f = max(mean phi_k, 0) with respect to area, q = w_f / sum_g w_g A_g.
+
+    The recipe draws faces with probability P_f proportional to w_f, not to w_f A_f (module
+    docstring), so the target p = P_f / A_f carries a factor 1 / A_f that follows the sizes of the
+    mesh's triangles (refined faces inherit their parent's area / 4^upsample).  q is what a model
+    reaches that gets the eigenfunction exactly right but not that per-face weighting; the gap to
+    the entropy is closed-form, E_p[-log q] - H = log E_P[A] - E_P[log A] >= 0 (Jensen; zero when
+    the faces carrying mass have equal areas).  Read a measured NLL against both numbers.
+    """
+    V, F, p = eigenfunction_density(name, k, upsample=upsample)
+    area = _face_areas(V, F)
+    keep = p > 0
+    pk, ak = p[keep], area[keep]
+    return target_entropy(name, k, upsample=upsample) + float((pk * ak).sum().log() - (pk * ak.log()).sum())

@@ -1,6 +1,9 @@
 """Training on triangle meshes: premetric path + RCFM loss, config checks, CLI end to end, plot, resume."""
 
+import importlib.util
 import json
+import math
+import pathlib
 
 import pytest
 import torch
@@ -86,6 +89,16 @@ def test_cli_train_bunny_then_plot(tmp_path, capsys):
     rc = main(["plot", str(out / "best.pt"), "--out", str(tmp_path / "p.png"), "--steps", "1", "--n", "50"])
     png = tmp_path / "p.png"
     assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    # benchmarks/mesh_nll_tail.py (the NLL-gap diagnostics) on the checkpoint
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_nll_tail.py"
+    spec = importlib.util.spec_from_file_location("_mesh_nll_tail", path)
+    tail = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tail)
+    tail.main([str(out / "best.pt"), "--n-test", "40", "--n-samples", "60", "--patches", "4", "--steps", "1",
+               "--json", str(tmp_path / "tail.json")])
+    res = json.loads((tmp_path / "tail.json").read_text())[str(out / "best.pt")]
+    assert res["dataset"] == "bunny_k10" and 0 <= res["worst10"]["neighbours_also_worst"] <= 1
+    assert all(math.isfinite(v) for v in (*res["nll"].values(), *res["coarse"]["4"].values()))
 
 
 def test_cli_diffusion_premetric_and_bad_path(tmp_path, capsys):
@@ -158,8 +171,6 @@ def test_resume_on_a_mesh_is_exact(tmp_path, monkeypatch):
 
 def test_mesh_dataset_defaults_are_the_benchmark_recipe():
     # `geoflow train bunny_k10` with no options trains what benchmarks/mesh_table.py measures
-    import importlib.util
-    import pathlib
 
     from geoflow.train import TrainConfig
 
