@@ -185,3 +185,18 @@ def test_mesh_dataset_defaults_are_the_benchmark_recipe():
         cfg = TrainConfig.for_dataset(ds)
         for name, value in flags.items():
             assert getattr(cfg, name) == type(getattr(cfg, name))(value), (ds, name)
+
+
+def test_mesh_path_ends_script(tmp_path):
+    # benchmarks/mesh_path_ends.py: where the training paths end (without the t = 1 guard) against x1
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_path_ends.py"
+    spec = importlib.util.spec_from_file_location("_mesh_path_ends", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ends.json"
+    mod.main(["--datasets", "bunny_k10", "--premetrics", "biharmonic", "--steps", "2", "64", "--pairs", "64",
+              "--json", str(out)])
+    r = json.loads(out.read_text())["bunny_k10/biharmonic"]["steps"]
+    # more steps end closer to x1 (the error of the projected Euler path shrinks with the step)
+    assert r["64"]["end_error_q90"] < r["2"]["end_error_q90"]
+    assert 0 <= r["64"]["share_end_error_above_0.02"] <= r["2"]["share_end_error_above_0.02"] <= 1
