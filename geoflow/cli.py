@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--normal-weight", type=_nonneg_float, default=None,
                    help=f"penalty on the normal part of the MLP's raw output in the RCFM loss; keeps mesh flows free of "
                         f"face-scale density ripples ({dflt('normal_weight')})")
+    t.add_argument("--fourier-features", type=int, default=None,
+                   help=f"random Fourier features of the point added to the MLP's input; they let it fit targets that "
+                        f"vary on short length scales, such as high mesh eigenfunctions ({dflt('fourier_features')})")
+    t.add_argument("--fourier-scale", type=float, default=None,
+                   help=f"frequency scale of the Fourier features, cycles per unit of the coordinates "
+                        f"({dflt('fourier_scale')})")
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
@@ -354,7 +360,7 @@ def _train(args, dist) -> int:
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps,
         premetric_times=args.premetric_times, chiral=args.chiral, device=args.device,
-        normal_weight=args.normal_weight,
+        normal_weight=args.normal_weight, fourier_features=args.fourier_features, fourier_scale=args.fourier_scale,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})
     out = args.out or f"runs/{args.dataset}-seed{config.seed}"

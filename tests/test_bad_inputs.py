@@ -33,7 +33,7 @@ from geoflow.couplings import OTCoupling, PairedCoupling
 from geoflow.data import load_dataset
 from geoflow.guidance import CFGVelocity
 from geoflow.losses import cfm_loss, rcfm_loss
-from geoflow.nn import MLPVelocity
+from geoflow.nn import ManifoldFeatures, MLPVelocity
 from geoflow.paths import AffinePath, CondOTScheduler, GeodesicPath, PathSample, PolynomialScheduler, VPScheduler
 from geoflow.solvers import log_likelihood, sample
 from geoflow.train import Trainer, TrainConfig, build_model, load_checkpoint
@@ -433,6 +433,15 @@ CASES: list[Case] = [
          r"TrainConfig\.batch_size \(256\) must be a multiple of premetric_times \(3\)"),
     Case("config-chiral-not-bool", "train", "TrainConfig(chiral='yes')",
          lambda c: _config(chiral="yes"), V, r"TrainConfig\.chiral must be a bool, got 'yes'"),
+    Case("config-fourier-features-negative", "train", "TrainConfig(fourier_features=-4)",
+         lambda c: _config(fourier_features=-4), V, r"TrainConfig\.fourier_features must be an integer >= 0, got -4"),
+    Case("config-fourier-scale-zero", "train", "TrainConfig(fourier_scale=0)",
+         lambda c: _config(fourier_scale=0.0), V, r"TrainConfig\.fourier_scale must be a finite number > 0, got 0\.0"),
+    Case("train-fourier-features-on-egnn", "train", "build_model with fourier_features on a particle dataset (EGNN)",
+         lambda c: build_model(_config(fourier_features=8), M.CoMFree(4, 2)), V,
+         r"fourier_features apply to MLP velocity networks, not model 'egnn'"),
+    Case("nn-fourier-scale-nan", "nn", "ManifoldFeatures(manifold, fourier=8, fourier_scale=nan)",
+         lambda c: ManifoldFeatures(_S2, 8, float("nan")), V, r"`fourier_scale` must be a finite number > 0, got nan"),
     Case("nn-chiral-egnn-in-2d", "nn", "EGNNVelocity(chiral=True) on 2-D particles (cross products need 3-D)",
          lambda c: _chiral_2d(), V, r"EGNNVelocity\(chiral=True\) needs 3-D positions.*got dimension 2"),
     Case("config-unknown-activation", "train", "TrainConfig(activation='swish')",

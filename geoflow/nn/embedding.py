@@ -53,20 +53,34 @@ class ManifoldFeatures(nn.Module):
     """Manifold-aware input features: a point flattened, with angles as (sin, cos) on tori.
 
     A FlatTorus factor contributes [sin(x), cos(x)] (continuous across the seam); every other
-    factor contributes its flattened ambient coordinates.
+    factor contributes its flattened ambient coordinates.  With ``fourier = m > 0`` the features
+    f are followed by m random Fourier features [sin(2 pi B^T f), cos(2 pi B^T f)] (Tancik et al.
+    2020), B ``(len(f), m)`` drawn once from N(0, fourier_scale^2) with torch's global generator
+    (so the model's seed fixes it) and kept as a buffer (checkpoints restore it).  They let an
+    MLP fit targets that vary on a length scale of about 1 / fourier_scale (in the units of the
+    coordinates), such as high eigenfunctions of a mesh.
 
     Shapes: x ``(batch, *point_shape)`` -> ``(batch, out_dim)``.
     """
 
-    def __init__(self, manifold: Manifold):
+    def __init__(self, manifold: Manifold, fourier: int = 0, fourier_scale: float = 1.0):
         super().__init__()
+        if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
+            raise ValueError(f"`fourier` (the number of random Fourier features) must be an int >= 0, got {fourier!r}")
+        if not (isinstance(fourier_scale, (int, float)) and not isinstance(fourier_scale, bool)
+                and math.isfinite(fourier_scale) and fourier_scale > 0):
+            raise ValueError(f"`fourier_scale` must be a finite number > 0, got {fourier_scale!r}")
         self.manifold = manifold
         factors = list(manifold.manifolds) if isinstance(manifold, Product) else [manifold]
         self._torus = [isinstance(f, FlatTorus) for f in factors]
         self._sizes = [math.prod(f.point_shape) for f in factors]
-        self.out_dim = sum(2 * s if tor else s for s, tor in zip(self._sizes, self._torus))
+        base = sum(2 * s if tor else s for s, tor in zip(self._sizes, self._torus))
+        self.fourier, self.fourier_scale = fourier, float(fourier_scale)
+        if fourier:
+            self.register_buffer("fourier_B", torch.randn(base, fourier) * self.fourier_scale)
+        self.out_dim = base + 2 * fourier
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _base(self, x: torch.Tensor) -> torch.Tensor:
         m = self.manifold
         flat = x.reshape(x.shape[: x.dim() - m.ndim] + (-1,))
         if not any(self._torus):
@@ -77,3 +91,10 @@ class ManifoldFeatures(nn.Module):
             parts.extend([p.sin(), p.cos()] if tor else [p])
             i += size
         return torch.cat(parts, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self._base(x)
+        if not self.fourier:
+            return f
+        z = (2 * math.pi) * (f @ self.fourier_B.to(f.dtype))
+        return torch.cat([f, z.sin(), z.cos()], dim=-1)

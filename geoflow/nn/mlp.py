@@ -36,6 +36,9 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         cond_dim: if set, ``cond`` is a real vector of this size, concatenated to the input
             together with a null flag (``cond=None`` or rows of zeros with flag 1 are the null
             condition; see :mod:`geoflow.nn.conditioning`).
+        fourier_features: random Fourier features of the point appended to its features
+            (default 0: none; see :class:`ManifoldFeatures`).
+        fourier_scale: their frequency scale (cycles per unit of the coordinates; default 1).
 
     Shapes: x ``(batch, *point_shape)``, t ``(batch,)`` or scalar -> ``(batch, *point_shape)``.
     """
@@ -51,6 +54,8 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         activation: str = "silu",
         num_classes: int | None = None,
         cond_dim: int | None = None,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
     ):
         super().__init__()
         if not isinstance(manifold, Manifold):
@@ -63,7 +68,7 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         if num_classes is not None or cond_dim is not None:
             _check_spec(num_classes, cond_dim)
         self.manifold = manifold
-        self.features = ManifoldFeatures(manifold)
+        self.features = ManifoldFeatures(manifold, fourier_features, fourier_scale)
         self.time_embed = SinusoidalTimeEmbedding(time_dim, time_max_freq)
         self.num_classes = num_classes
         self.cond_dim = cond_dim
@@ -84,7 +89,8 @@ class MLPVelocity(ConditionalMixin, nn.Module):
         layers.append(nn.Linear(d, d_out))
         self.net = nn.Sequential(*layers)
         self.config = dict(hidden=hidden, depth=depth, time_dim=time_dim, time_max_freq=float(time_max_freq), activation=activation,
-                           num_classes=num_classes, cond_dim=cond_dim)
+                           num_classes=num_classes, cond_dim=cond_dim, fourier_features=fourier_features,
+                           fourier_scale=float(fourier_scale))
 
     @property
     def _first_weight(self) -> torch.Tensor:

@@ -119,6 +119,9 @@ class TrainConfig:
             the RCFM loss (:func:`geoflow.losses.rcfm_loss`; 0 = off; MLP networks only).
         premetric_steps: projected Euler steps that :class:`geoflow.paths.PremetricPath`
             takes to draw x_t (default 8).
+        fourier_features, fourier_scale: random Fourier features of the point appended to the MLP's
+            input (:class:`geoflow.nn.ManifoldFeatures`; default 0: none) and their frequency scale
+            in cycles per unit of the coordinates (default 1).  MLP networks only.
         chiral: particle and molecule datasets: an SE(3)- instead of E(3)-equivariant network
             (``EGNNVelocity(chiral=True)``, 3-D only), which tells mirror images apart, and
             rotations without reflections in the alignment couplings (default False).
@@ -185,6 +188,8 @@ class TrainConfig:
     premetric_times: int = 1
     chiral: bool = False
     normal_weight: float = 0.0
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
     device: str = "auto"
 
     def __post_init__(self):
@@ -233,6 +238,12 @@ class TrainConfig:
         nw = self.normal_weight
         if isinstance(nw, bool) or not isinstance(nw, (int, float)) or not math.isfinite(nw) or nw < 0:
             raise ValueError(f"TrainConfig.normal_weight must be a finite number >= 0, got {nw!r}")
+        ff = self.fourier_features
+        if isinstance(ff, bool) or not isinstance(ff, int) or ff < 0:
+            raise ValueError(f"TrainConfig.fourier_features must be an integer >= 0, got {ff!r}")
+        fs = self.fourier_scale
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) or fs <= 0:
+            raise ValueError(f"TrainConfig.fourier_scale must be a finite number > 0, got {fs!r}")
         if not isinstance(self.chiral, bool):
             raise ValueError(f"TrainConfig.chiral must be a bool, got {self.chiral!r}")
         if self.batch_size % self.premetric_times:

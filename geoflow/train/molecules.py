@@ -134,6 +134,8 @@ class MoleculeTrainer:
 
         if config.dataset != "qm9":
             raise ValueError(f"MoleculeTrainer trains dataset 'qm9', got {config.dataset!r}")
+        if config.fourier_features:
+            raise ValueError("fourier_features apply to MLP velocity networks; QM9 trains an EGNN, leave them at 0")
         self.device = resolve_device(config.device, None, name="TrainConfig.device")
         self.config, self.progress, self.log = config, progress, log
         self.out = Path(config.out)

@@ -73,6 +73,8 @@ def build_path(config: TrainConfig, manifold):
 def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None):
     """The velocity network of ``config`` on ``manifold`` (class-conditional when ``num_classes`` is set)."""
     kind = resolve_model(config, manifold)
+    if config.fourier_features and kind != "mlp":
+        raise ValueError(f"fourier_features apply to MLP velocity networks, not model {kind!r}; leave them at 0")
     if kind in ("egnn", "tfn"):
         if not isinstance(manifold, CoMFree):
             raise ValueError(f"model {kind!r} needs a particle dataset (dw4, lj13, lj55), got {manifold!r}")
@@ -99,7 +101,7 @@ def build_model(config: TrainConfig, manifold, *, num_classes: int | None = None
     return MLPVelocity(
         manifold, hidden=config.hidden, depth=config.depth, time_dim=config.time_dim, time_max_freq=config.time_max_freq,
         activation=config.activation,
-        num_classes=num_classes,
+        num_classes=num_classes, fourier_features=config.fourier_features, fourier_scale=config.fourier_scale,
     )
 
 

@@ -1,5 +1,7 @@
 """MLP velocity fields and EMA."""
 
+import math
+
 import pytest
 import torch
 
@@ -86,3 +88,50 @@ def test_ema_is_exact_average():
     torch.testing.assert_close(net.weight, w0 + 2)
     with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
+
+
+def test_fourier_features_are_the_formula_and_follow_the_seed():
+    m = M.Sphere(2)
+    torch.manual_seed(0)
+    f = ManifoldFeatures(m, fourier=16, fourier_scale=2.5)
+    assert f.out_dim == 3 + 32 and f.fourier_B.shape == (3, 16)
+    x = m.random_base(10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z = 2 * math.pi * x @ f.fourier_B.double()
+    torch.testing.assert_close(f(x), torch.cat([x, z.sin(), z.cos()], -1), rtol=0, atol=1e-12)
+    # B ~ N(0, 2.5^2) from the global generator: the same seed gives the same B, another seed another
+    torch.manual_seed(0)
+    assert torch.equal(ManifoldFeatures(m, fourier=16, fourier_scale=2.5).fourier_B, f.fourier_B)
+    torch.manual_seed(1)
+    assert not torch.equal(ManifoldFeatures(m, fourier=16, fourier_scale=2.5).fourier_B, f.fourier_B)
+    big = ManifoldFeatures(m, fourier=4000, fourier_scale=2.5).fourier_B
+    assert abs(float(big.std()) - 2.5) < 0.1 and abs(float(big.mean())) < 0.1
+    # no Fourier features: the plain features, and no draw from the generator (old models initialise as before)
+    torch.manual_seed(0)
+    plain = ManifoldFeatures(m)
+    assert torch.equal(torch.rand(3), torch.manual_seed(0) and torch.rand(3))
+    assert plain.out_dim == 3 and torch.equal(plain(x), x) and not hasattr(plain, "fourier_B")
+
+
+def test_mlp_with_fourier_features_is_tangent_and_restores_from_its_state_dict():
+    m = M.Sphere(2)
+    torch.manual_seed(0)
+    a = MLPVelocity(m, hidden=32, depth=2, fourier_features=8, fourier_scale=3.0)
+    torch.manual_seed(5)
+    b = MLPVelocity(m, hidden=32, depth=2, fourier_features=8, fourier_scale=3.0)
+    x = m.random_base(20, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    t = torch.rand(20, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(a(x, t), b(x, t))
+    b.load_state_dict(a.state_dict())  # B is a buffer in the state dict
+    assert torch.equal(a(x, t), b(x, t))
+    assert float((a(x, t).detach() * x).sum(-1).abs().max()) < 1e-6
+    assert a.config["fourier_features"] == 8 and a.config["fourier_scale"] == 3.0
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(fourier_features=-1), "fourier"), (dict(fourier_features=1.5), "fourier"), (dict(fourier_features=True), "fourier"),
+    (dict(fourier_features=4, fourier_scale=0.0), "fourier_scale"),
+    (dict(fourier_features=4, fourier_scale=float("nan")), "fourier_scale"),
+])
+def test_fourier_feature_arguments_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MLPVelocity(M.Sphere(2), hidden=8, depth=1, **kw)

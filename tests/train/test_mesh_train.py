@@ -200,3 +200,23 @@ def test_mesh_path_ends_script(tmp_path):
     # more steps end closer to x1 (the error of the projected Euler path shrinks with the step)
     assert r["64"]["end_error_q90"] < r["2"]["end_error_q90"]
     assert 0 <= r["64"]["share_end_error_above_0.02"] <= r["2"]["share_end_error_above_0.02"] <= 1
+
+
+def test_fourier_features_train_and_reload(tmp_path):
+    # `geoflow train --fourier-features`: the MLP gets them, the checkpoint restores them (same B, same outputs)
+    from geoflow.cli import _load_model
+
+    out = tmp_path / "ff"
+    rc = main(["train", "bunny_k10", "--steps", "2", "--n-samples", "200", "--batch-size", "16", "--hidden", "16",
+               "--depth", "2", "--val-points", "8", "--test-points", "8", "--nll-steps", "2", "--premetric-steps", "2",
+               "--warmup", "1", "--fourier-features", "6", "--fourier-scale", "2.0", "--quiet", "--no-plot",
+               "--out", str(out)])
+    assert rc == 0
+    model, config, data = _load_model(str(out / "best.pt"))
+    assert config.fourier_features == 6 and config.fourier_scale == 2.0
+    B = model.features.fourier_B
+    assert B.shape == (3, 6)
+    state = load_checkpoint(out / "best.pt")
+    saved = state.get("ema") or state["model"]
+    key = next(k for k in saved if k.endswith("fourier_B"))
+    assert torch.equal(saved[key].to(B.dtype), B)
