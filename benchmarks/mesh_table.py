@@ -46,8 +46,10 @@ SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunn
 
 #: Training settings (each run fits in 15 minutes on the 2-core CPU; see the timing note in the README).
 SETTINGS = ["--steps", "4000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
-            "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "8", "--normal-weight", "10",
-            "--premetric-times", "8"]
+            "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "32", "--normal-weight", "10",
+            "--premetric-times", "8", "--fourier-features", "64", "--fourier-scale", "2"]
+#: (The session-6 recipe had 8 path steps and no Fourier features; its table, 3 seeds on the published cells, is
+#: results/mesh_table_recipe8.json: ``--print --results benchmarks/results/mesh_table_recipe8.json``.)
 COMMON = ["--eval-every", "500", "--val-points", "500", "--test-points", "5000", "--nll-steps", "20", "--quiet",
           "--no-plot"]
 SMOKE = ["--steps", "2", "--batch-size", "16", "--hidden", "16", "--depth", "2", "--n-samples", "200",
@@ -105,10 +107,13 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     ap.add_argument("--print", action="store_true", help="only print the table")
+    ap.add_argument("--results", default=None,
+                    help=f"the results JSON (default {RESULTS.relative_to(RESULTS.parents[2])}; "
+                         "results/mesh_table_recipe8.json holds the session-6 recipe's table)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny runs (2 steps, 200 points) written to results/mesh_table_smoke.json, to check the script")
     args = ap.parse_args(argv)
-    results = RESULTS.with_name("mesh_table_smoke.json") if args.smoke else RESULTS
+    results = RESULTS.with_name("mesh_table_smoke.json") if args.smoke else Path(args.results) if args.results else RESULTS
     if not args.print:
         rows = [(ds, pm) for ds in args.datasets for pm in args.premetrics]
         run(rows, args.seeds, args.out_root, args.device_note, args.jobs, args.threads,

@@ -34,15 +34,17 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "lj55": dict(steps=3000, batch_size=32, lr=5e-4, hidden=64, depth=5, time_dim=32, eval_every=1000,
                  val_points=100, test_points=500, ess_samples=500, nll_steps=20),
 }
-# Meshes (premetric paths, simulation-based training): the settings of benchmarks/mesh_table.py, about
-# 7-10.5 minutes a run on one CPU core beside other jobs (4000 steps with 8 times per simulated pair: test NLL 1.50 on bunny k=10 at
-# step 4000 of an 8000-step run, as 4000 steps with one time per pair (1.51) in half the time; likelihoods
-# need the closest-point search at every solver stage, so validation uses fewer points and ODE steps than on
-# the sphere.
+# Meshes (premetric paths, simulation-based training): the settings of benchmarks/mesh_table.py.  Session 7:
+# 32 path steps (with 8 of them 38-60 % of Spot k=100 training paths ended more than 2 % of the mesh size away
+# from x1, benchmarks/mesh_path_ends.py) and 64 random Fourier features of scale 2 (a plain MLP on the
+# coordinates learned nothing of Spot k=100 in the budget): Spot k=100 biharmonic test NLL 1.748 -> 1.353.
+# Likelihoods need the closest-point search at every solver stage, so validation uses fewer points and ODE
+# steps than on the sphere.
 for _mesh in ("bunny", "spot"):
     for _k in (10, 50, 100):
         DATASET_DEFAULTS[f"{_mesh}_k{_k}"] = dict(steps=4000, depth=4, val_points=500, test_points=5000,
-                                                   nll_steps=20, normal_weight=10.0, premetric_times=8)
+                                                   nll_steps=20, normal_weight=10.0, premetric_times=8,
+                                                   premetric_steps=32, fourier_features=64, fourier_scale=2.0)
 
 
 def check_device_string(device, name: str = "TrainConfig.device") -> str:
