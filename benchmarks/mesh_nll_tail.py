@@ -47,12 +47,13 @@ def tail(model, config, data, n_test: int = 2000, steps: int = 20, seed: int = 0
     face, b = m.barycentric(test.double())
     face = face.numpy()
     name, k = config.dataset.split("_k")
-    target = -np.log(target_face_density(name, int(k)).numpy()[face])  # -log p at the test points
+    dens = target_face_density(name, int(k)).numpy()
+    target = -np.log(dens[face])  # -log p at the test points
     bad = nll > np.quantile(nll, 0.9)
     x = test.numpy()
     _, idx = cKDTree(x).query(x, k=6)
     adjf = np.where(m._adj >= 0, m._adj // 3, np.arange(len(m._F))[:, None])
-    zero = target_face_density(name, int(k)).numpy() <= 0
+    zero = dens <= 0
     near0 = zero[adjf].any(1) | zero
     bmin = b.min(-1).values.numpy()
     excess = nll - target

@@ -228,10 +228,20 @@ def target_entropy(name: str, k: int, *, upsample: int = 3) -> float:
     H = -sum_f P_f log(P_f / A_f) exactly.  It is the smallest test NLL any model can reach in
     expectation (cross-entropy >= entropy): read published and measured NLLs against it.
     """
+    return float(_entropy(*_mass_and_area(name, k, upsample)))
+
+
+def _entropy(p: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """-sum_f P_f log(P_f / A_f): the entropy of the piecewise-constant density P_f / A_f."""
+    return -(p * (p / area).log()).sum()
+
+
+def _mass_and_area(name: str, k: int, upsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability P_f and area A_f of the refined faces that carry mass (P_f > 0)."""
     V, F, p = eigenfunction_density(name, k, upsample=upsample)
     area = _face_areas(V, F)
     keep = p > 0
-    return float(-(p[keep] * (p[keep] / area[keep]).log()).sum())
+    return p[keep], area[keep]
 
 
 def area_smooth_nll(name: str, k: int, *, upsample: int = 3) -> float:
@@ -245,8 +255,5 @@ def area_smooth_nll(name: str, k: int, *, upsample: int = 3) -> float:
     the entropy is closed-form, E_p[-log q] - H = log E_P[A] - E_P[log A] >= 0 (Jensen; zero when
     the faces carrying mass have equal areas).  Read a measured NLL against both numbers.
     """
-    V, F, p = eigenfunction_density(name, k, upsample=upsample)
-    area = _face_areas(V, F)
-    keep = p > 0
-    pk, ak = p[keep], area[keep]
-    return target_entropy(name, k, upsample=upsample) + float((pk * ak).sum().log() - (pk * ak.log()).sum())
+    p, area = _mass_and_area(name, k, upsample)
+    return float(_entropy(p, area) + (p * area).sum().log() - (p * area.log()).sum())

@@ -22,13 +22,13 @@ def _pos_int(name: str, v, minimum: int = 1) -> int:
     return int(v)
 
 
-
 def _coord_head(hidden: int) -> nn.Module:
     """The per-edge scalar gate of a coordinate update: Linear-SiLU-Linear(hidden -> 1), the last layer
     initialised near zero so that a fresh layer starts near the identity map (EGNN reference code)."""
     last = nn.Linear(hidden, 1, bias=False)
     nn.init.xavier_uniform_(last.weight, gain=0.001)
     return nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+
 
 class EGNNLayer(MessagePassing):
     """One equivariant graph convolution layer (Satorras, Hoogeboom & Welling 2021, Eq. 3-6).
