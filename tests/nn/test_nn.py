@@ -108,7 +108,9 @@ def test_fourier_features_are_the_formula_and_follow_the_seed():
     # no Fourier features: the plain features, and no draw from the generator (old models initialise as before)
     torch.manual_seed(0)
     plain = ManifoldFeatures(m)
-    assert torch.equal(torch.rand(3), torch.manual_seed(0) and torch.rand(3))
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
     assert plain.out_dim == 3 and torch.equal(plain(x), x) and not hasattr(plain, "fourier_B")
 
 
