@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--premetric-times", type=_positive_int, default=None,
                    help="times drawn on each simulated pair of the premetric path: the simulation is shared by that "
                         f"many training points ({dflt('premetric_times')}; --batch-size must be a multiple)")
+    t.add_argument("--premetric-chunk", type=_positive_int, default=None,
+                   help="with --premetric-times > 1, steps whose premetric paths are simulated together (the same "
+                        f"batches; larger calls cost less per pair) ({dflt('premetric_chunk')})")
     t.add_argument("--normal-weight", type=_nonneg_float, default=None,
                    help=f"penalty on the normal part of the MLP's raw output in the RCFM loss; keeps mesh flows free of "
                         f"face-scale density ripples ({dflt('normal_weight')})")
@@ -359,7 +362,8 @@ def _train(args, dist) -> int:
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps,
-        premetric_times=args.premetric_times, chiral=args.chiral, device=args.device,
+        premetric_times=args.premetric_times, premetric_chunk=args.premetric_chunk, chiral=args.chiral,
+        device=args.device,
         normal_weight=args.normal_weight, fourier_features=args.fourier_features, fourier_scale=args.fourier_scale,
     )
     config = TrainConfig.for_dataset(args.dataset, **{k: v for k, v in given.items() if v is not None})

@@ -168,6 +168,15 @@ def _shrink_weights(state: dict) -> None:
     state["ema"] = None
 
 
+def _foreign_grid():
+    from geoflow.paths import PremetricPath
+
+    path = PremetricPath(_S2, steps=4)
+    x0, x1 = _x(3), _x(3).flip(0)
+    grid = path.solve_grid(x0, x1)  # three pairs' simulation, handed to two of them
+    return path.sample_times(x0[:2], x1[:2], torch.rand(2, 2), grid=grid)
+
+
 def _chiral_2d():
     from geoflow.nn import EGNNVelocity
 
@@ -431,6 +440,10 @@ CASES: list[Case] = [
     Case("config-premetric-times-not-dividing", "train", "TrainConfig(batch_size=256, premetric_times=3)",
          lambda c: _config(batch_size=256, premetric_times=3), V,
          r"TrainConfig\.batch_size \(256\) must be a multiple of premetric_times \(3\)"),
+    Case("config-premetric-chunk-zero", "train", "TrainConfig(premetric_chunk=0)",
+         lambda c: _config(premetric_chunk=0), V, r"TrainConfig\.premetric_chunk must be a positive integer, got 0"),
+    Case("path-premetric-grid-of-other-pairs", "paths", "PremetricPath.sample_times(x0[:2], x1[:2], t, grid=<3 pairs' solve_grid>)",
+         lambda c: _foreign_grid(), V, r"`grid` states must have shape \(5, 2, 3\) .*got \(5, 3, 3\)"),
     Case("config-chiral-not-bool", "train", "TrainConfig(chiral='yes')",
          lambda c: _config(chiral="yes"), V, r"TrainConfig\.chiral must be a bool, got 'yes'"),
     Case("config-fourier-features-negative", "train", "TrainConfig(fourier_features=-4)",

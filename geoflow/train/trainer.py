@@ -207,6 +207,9 @@ class Trainer:
         if config.premetric_times > 1 and self.path_kind != "premetric":
             raise ValueError(f"TrainConfig.premetric_times ({config.premetric_times}) applies to premetric paths only; "
                              f"this run uses the {self.path_kind} path: leave it at 1")
+        if config.premetric_chunk > 1 and self.path_kind != "premetric":
+            raise ValueError(f"TrainConfig.premetric_chunk ({config.premetric_chunk}) applies to premetric paths only; "
+                             f"this run uses the {self.path_kind} path: leave it at 1")
         # Data are validated once at load time and x0 comes from random_base: no per-batch checks.
         self.path = build_path(config, self.manifold)
         #: Validation metric: "nll" (geodesic and premetric paths) or "loss" (the CFM loss, affine paths).
@@ -221,6 +224,9 @@ class Trainer:
         self.running_loss: float | None = None  # exponential moving average of the training loss
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
+        #: Drawn batches (with their simulated paths) of the current premetric chunk not trained on yet.
+        self._pending: list[dict] = []
+        self._chunk_start = None
 
     def _build_coupling(self):
         cfg = self.config
@@ -251,6 +257,9 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self._pending:  # mid-chunk: the generators before the chunk's draws, and how many of its steps are done
+            state["chunk"] = {"data": self._chunk_start[0], "coupling": self._chunk_start[1],
+                              "used": self.chunk - len(self._pending)}
         return state
 
     def state_dict(self, *, rng_ranks: list[dict] | None = None) -> dict:
@@ -327,6 +336,16 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         if not same_world and rank > 0:
             torch.manual_seed(_rank_seed(self.config.seed, rank, self.step))
+        self._pending = []
+        chunk = rng.get("chunk")
+        if chunk is not None and self.chunk > 1:  # written mid-chunk: draw and simulate that chunk again
+            after = self.gen.get_state(), self.coupling_gen.get_state()
+            self.gen.set_state(chunk["data"])
+            self.coupling_gen.set_state(chunk["coupling"])
+            self._fill_chunk()
+            del self._pending[: int(chunk["used"])]
+            self.gen.set_state(after[0])
+            self.coupling_gen.set_state(after[1])
 
     def save(self, name: str) -> Path:
         return save_checkpoint(self.state_dict(), self.out / name)
@@ -345,8 +364,9 @@ class Trainer:
     def eval_model(self):
         return self.ema.module if self.ema is not None else self.model
 
-    def train_step(self) -> float:
-        """One optimisation step on a global batch; returns its loss (the mean over all processes)."""
+    def _draw(self) -> dict:
+        """One step's draws: the global batch from the shared generator, this process's share of
+        it, re-paired by the coupling, on the device (keys idx, x0, x1, t, cond, labels)."""
         cfg, m, dist = self.config, self.manifold, self.dist
         train = self.data.train
         # The global batch, drawn identically by every process from the shared generator ...
@@ -376,10 +396,44 @@ class Trainer:
         if self.device.type != "cpu":
             x1, x0, t = x1.to(self.device), x0.to(self.device), t.to(self.device)
             cond = cond.to(self.device) if cond is not None else None
+        return dict(idx=idx, x0=x0, x1=x1, t=t, cond=cond, labels=labels)
+
+    @property
+    def chunk(self) -> int:
+        """Steps whose premetric paths are simulated together (``config.premetric_chunk``; 1 without
+        ``premetric_times`` > 1, where there is no shared grid)."""
+        return self.config.premetric_chunk if self.path_kind == "premetric" and self.config.premetric_times > 1 else 1
+
+    def _fill_chunk(self) -> None:
+        """Draw the next ``chunk`` steps' batches (in the order single steps draw them, so the
+        batches are those of ``premetric_chunk=1``) and simulate all their paths in one
+        :meth:`PremetricPath.solve_grid` call; each step then takes its rows.  Records the
+        generators' states before the draws, so that a checkpoint written mid-chunk resumes exactly."""
+        self._chunk_start = (self.gen.get_state(), self.coupling_gen.get_state())
+        draws = [self._draw() for _ in range(self.chunk)]
+        grid = self.path.solve_grid(torch.cat([d["x0"] for d in draws]), torch.cat([d["x1"] for d in draws]))
+        lo = 0
+        for d in draws:
+            n = d["x0"].shape[0]
+            d["grid"] = self.path.grid_rows(grid, slice(lo, lo + n))
+            lo += n
+        self._pending = draws
+
+    def train_step(self) -> float:
+        """One optimisation step on a global batch; returns its loss (the mean over all processes)."""
+        cfg, m, dist = self.config, self.manifold, self.dist
+        r = cfg.premetric_times if self.path_kind == "premetric" else 1
+        if self.chunk > 1:
+            if not self._pending:
+                self._fill_chunk()
+            b = self._pending.pop(0)
+        else:
+            b = self._draw()
+        idx, x0, x1, t, cond = b["idx"], b["x0"], b["x1"], b["t"], b["cond"]
         if r == 1:
             sample = self.path.sample(x0, x1, t)
         else:
-            sample = self.path.sample_times(x0, x1, t)
+            sample = self.path.sample_times(x0, x1, t, grid=b.get("grid"))
             cond = cond.repeat_interleave(r, 0) if cond is not None else None
         if self.path_kind == "affine":
             loss = cfm_loss(self.train_model, sample, cond=cond)

@@ -264,3 +264,31 @@ def test_sample_times_edge_cases_and_errors(ico, dtype):
         path.sample_times(x0 * 1.1, x1, t)
     with pytest.raises(TypeError, match="x0"):
         path.sample_times(x0.numpy(), x1, t)
+
+
+@pytest.mark.parametrize("which", ["ico", "blob"])
+def test_sample_times_on_rows_of_a_joint_grid(which, request):
+    # a simulation of many pairs at once, cut into rows (grid_rows): each pair's path is the one it
+    # gets alone (the rows do not interact), so sample_times gives the same sample
+    m = request.getfixturevalue(which)
+    x0, x1, _ = _pairs(m, 30, 16)
+    t = torch.rand(30, 3, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    path = PremetricPath(m, steps=8)
+    grid = path.solve_grid(x0, x1)
+    for rows in (slice(0, 10), slice(10, 30), torch.tensor([29, 3, 3, 17])):
+        alone = path.sample_times(x0[rows], x1[rows], t[rows])
+        cut = path.sample_times(x0[rows], x1[rows], t[rows], grid=PremetricPath.grid_rows(grid, rows))
+        torch.testing.assert_close(cut.x_t, alone.x_t, atol=1e-12, rtol=0)
+        torch.testing.assert_close(cut.dx_t, alone.dx_t, atol=1e-10, rtol=1e-10)
+    # a grid that is not these pairs' is refused, naming what is wrong
+    with pytest.raises(ValueError, match=r"`grid` states must have shape \(9, 10, 3\)"):
+        path.sample_times(x0[:10], x1[:10], t[:10], grid=PremetricPath.grid_rows(grid, slice(0, 12)))
+    with pytest.raises(ValueError, match=r"`grid` states must have shape \(5, 10, 3\).*got \(9, 10, 3\)"):
+        PremetricPath(m, steps=4).sample_times(x0[:10], x1[:10], t[:10], grid=PremetricPath.grid_rows(grid, slice(0, 10)))
+    with pytest.raises(TypeError, match="5-tuple that PremetricPath.solve_grid returns"):
+        path.sample_times(x0, x1, t, grid=grid[0])
+    states, faces, d0, e1, face1 = grid
+    with pytest.raises(ValueError, match=r"`grid` faces must have shape \(9, 30\)"):
+        path.sample_times(x0, x1, t, grid=(states, None, d0, e1, face1))
+    with pytest.raises(ValueError, match=r"`grid` d0 must have shape \(30,\)"):
+        path.sample_times(x0, x1, t, grid=(states, faces, d0[:3], e1, face1))

@@ -127,9 +127,9 @@ def test_premetric_times_trains_on_shared_simulations(tmp_path, monkeypatch):
     seen = {}
     orig = tr.path.sample_times
 
-    def spy(x0, x1, t):
+    def spy(x0, x1, t, **kw):
         seen.update(x0=x0, t=t)
-        return orig(x0, x1, t)
+        return orig(x0, x1, t, **kw)
 
     monkeypatch.setattr(tr.path, "sample_times", spy)
     monkeypatch.setattr(tr.path, "sample", lambda *a: pytest.fail("premetric_times > 1 must use sample_times"))
@@ -145,6 +145,68 @@ def test_premetric_times_trains_on_shared_simulations(tmp_path, monkeypatch):
     t2 = Trainer(cfg, progress=False, log=lambda *_: None)
     assert t2.fit()["test_nll"] == m_full["test_nll"]
     assert torch.equal(_params(full.model), _params(t2.model))
+
+
+def _samples(trainer, monkeypatch, steps):
+    """The loss and path sample (x_t, dx_t, t) of each of ``steps`` training steps."""
+    out, orig = [], trainer.path.sample_times
+
+    def spy(x0, x1, t, **kw):
+        s = orig(x0, x1, t, **kw)
+        out.append((s.x_t, s.dx_t, s.t))
+        return s
+
+    monkeypatch.setattr(trainer.path, "sample_times", spy)
+    losses = [trainer.train_step() for _ in range(steps)]
+    monkeypatch.undo()
+    return losses, out
+
+
+def test_premetric_chunk_trains_on_the_batches_and_paths_of_single_steps(tmp_path, monkeypatch):
+    # chunk 3: the paths of 3 steps are simulated in one call; batches, times, paths, losses and
+    # parameters are those of chunk 1 (up to float rounding of the larger calls), over 2.3 chunks
+    one = Trainer(_config(tmp_path / "a", premetric_times=4, steps=7), progress=False, log=lambda *_: None)
+    three = Trainer(_config(tmp_path / "b", premetric_times=4, steps=7, premetric_chunk=3), progress=False,
+                    log=lambda *_: None)
+    assert one.chunk == 1 and three.chunk == 3
+    calls = []
+    orig = three.path.solve_grid
+    monkeypatch.setattr(three.path, "solve_grid", lambda x0, x1: calls.append(x0.shape[0]) or orig(x0, x1))
+    l3, s3 = _samples(three, monkeypatch, 7)
+    assert calls == [12, 12, 12]  # 3 steps of 16 / 4 pairs per call
+    l1, s1 = _samples(one, monkeypatch, 7)
+    for a, b in zip(s1, s3):
+        assert torch.equal(a[2], b[2])  # the same times
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a[1], b[1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(l1), torch.tensor(l3), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(_params(one.model), _params(three.model), rtol=1e-4, atol=1e-5)
+
+
+def test_premetric_chunk_resumes_exactly_mid_chunk(tmp_path, monkeypatch):
+    # killed at step 4 (one step into the second chunk of 3; the checkpoint of step 4 is written
+    # mid-chunk): the resumed run draws that chunk again and ends bit for bit where an
+    # uninterrupted one does
+    kw = dict(premetric_times=4, premetric_chunk=3, steps=8, eval_every=2)
+    full = Trainer(_config(tmp_path / "a", **kw), progress=False, log=lambda *_: None)
+    m_full = full.fit()
+    cfg = _config(tmp_path / "b", **kw)
+    fit_interrupted(Trainer(cfg, progress=False, log=lambda *_: None), 5, monkeypatch)
+    state = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert state["step"] == 4 and state["rng"]["chunk"]["used"] == 1
+    t2 = Trainer(cfg, progress=False, log=lambda *_: None)
+    assert t2.fit()["test_nll"] == m_full["test_nll"]
+    assert torch.equal(_params(full.model), _params(t2.model))
+    assert [h["loss"] for h in t2.history] == [h["loss"] for h in full.history]
+
+
+def test_premetric_chunk_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="premetric_chunk must be a positive integer"):
+        _config(tmp_path, premetric_chunk=0)
+    cfg = TrainConfig(dataset="earthquake", n_samples=100, steps=1, batch_size=16, premetric_chunk=2,
+                      out=str(tmp_path / "e"))
+    with pytest.raises(ValueError, match="premetric_chunk .* applies to premetric paths only"):
+        Trainer(cfg, progress=False, log=lambda *_: None)
 
 
 def test_premetric_times_is_refused_off_premetric_paths(tmp_path):
