@@ -44,29 +44,44 @@ PREMETRICS = ("biharmonic", "diffusion")
 SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunny_k100": [0], "spot_k10": [0],
          "spot_k50": [0]}
 
-#: Training settings (each run fits in 15 minutes on the 2-core CPU; see the timing note in the README).
-SETTINGS = ["--steps", "4000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
+#: Training settings shared by every row (each run fits in 15 minutes on the 2-core CPU; see the timing note in
+#: the README).  --premetric-chunk 16 simulates 16 steps' paths in one call (the same batches, ~3x cheaper steps),
+#: which is what pays for 12000 steps.
+SETTINGS = ["--steps", "12000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
             "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "32", "--normal-weight", "10",
-            "--premetric-times", "8", "--fourier-features", "64", "--fourier-scale", "2"]
-#: (The session-6 recipe had 8 path steps and no Fourier features; its table, 3 seeds on the published cells, is
-#: results/mesh_table_recipe8.json: ``--print --results benchmarks/results/mesh_table_recipe8.json``.)
-COMMON = ["--eval-every", "500", "--val-points", "500", "--test-points", "5000", "--nll-steps", "20", "--quiet",
+            "--premetric-times", "8", "--premetric-chunk", "16"]
+#: Per-row additions: 64 random Fourier features of scale 2 for the high-frequency targets (k = 50, 100; Spot k100
+#: biharmonic 1.70 -> 1.35 with them), none for k = 10, whose smooth target they roughen (bunny k10 biharmonic
+#: 1.549 without, 1.664 with; 4000-step runs).
+ROW_SETTINGS = {ds: (["--fourier-features", "64", "--fourier-scale", "2"] if not ds.endswith("_k10")
+                     else ["--fourier-features", "0"]) for ds in SEEDS}
+#: (Earlier recipes: session 6's had 8 path steps, no Fourier features and 4000 steps: its table, 3 seeds on the
+#: published cells, is results/mesh_table_recipe8.json (``--print --results benchmarks/results/mesh_table_recipe8.json``);
+#: session 7's (32 path steps, Fourier features on every row, 4000 steps) is results/mesh_table_recipe32.json.)
+COMMON = ["--eval-every", "1000", "--val-points", "500", "--test-points", "5000", "--nll-steps", "20", "--quiet",
           "--no-plot"]
 SMOKE = ["--steps", "2", "--batch-size", "16", "--hidden", "16", "--depth", "2", "--n-samples", "200",
          "--premetric-steps", "2", "--eval-every", "2", "--val-points", "8", "--test-points", "8", "--nll-steps", "2",
          "--quiet", "--no-plot"]
 
 
+def row_args(ds):
+    """The `geoflow train` options of a row: SETTINGS, the row's own ROW_SETTINGS, COMMON."""
+    return [*SETTINGS, *ROW_SETTINGS.get(ds, []), *COMMON]
+
+
 def run(rows, seeds, out_root, device_note, jobs=1, threads=None, *, args=None, results=RESULTS):
-    """Run the missing (dataset, premetric, seed) triples, ``jobs`` at a time, each with ``threads`` torch threads."""
-    args = [*SETTINGS, *COMMON] if args is None else args
+    """Run the missing (dataset, premetric, seed) triples, ``jobs`` at a time, each with ``threads`` torch threads
+    (``args``: options for every row instead of :func:`row_args`, e.g. the smoke settings)."""
     table = _runs.load(results)
-    settings = shlex.join(args)
     todo = []
     for ds, pm in rows:
-        def make_run(seed, ds=ds, pm=pm):
+        row = row_args(ds) if args is None else args
+        settings = shlex.join(row)
+
+        def make_run(seed, ds=ds, pm=pm, row=row):
             out = Path(out_root) / f"{ds}-{pm}-seed{seed}"
-            return out, ["geoflow", "train", ds, "--premetric", pm, "--seed", str(seed), "--out", str(out), *args]
+            return out, ["geoflow", "train", ds, "--premetric", pm, "--seed", str(seed), "--out", str(out), *row]
 
         todo += _runs.pending(table, f"{ds}/{pm}", settings, seeds if seeds is not None else SEEDS[ds], make_run)
     _runs.run_pool(todo, table, results, device_note=device_note, jobs=jobs, threads=threads)
@@ -109,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--print", action="store_true", help="only print the table")
     ap.add_argument("--results", default=None,
                     help=f"the results JSON (default {RESULTS.relative_to(RESULTS.parents[2])}; "
-                         "results/mesh_table_recipe8.json holds the session-6 recipe's table)")
+                         "results/mesh_table_recipe8.json and mesh_table_recipe32.json hold the session-6 and session-7 recipes' tables)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny runs (2 steps, 200 points) written to results/mesh_table_smoke.json, to check the script")
     args = ap.parse_args(argv)

@@ -240,10 +240,11 @@ def test_mesh_dataset_defaults_are_the_benchmark_recipe():
     spec = importlib.util.spec_from_file_location("_mesh_table", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    args = [*mod.SETTINGS, *mod.COMMON]
-    flags = {a[2:].replace("-", "_"): args[i + 1] for i, a in enumerate(args)
-             if a.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--")}
     for ds in mod.SEEDS:
+        args = mod.row_args(ds)
+        flags = {a[2:].replace("-", "_"): args[i + 1] for i, a in enumerate(args)
+                 if a.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--")}
+        assert {"steps", "premetric_chunk", "fourier_features", "eval_every"} <= set(flags)
         cfg = TrainConfig.for_dataset(ds)
         for name, value in flags.items():
             assert getattr(cfg, name) == type(getattr(cfg, name))(value), (ds, name)
