@@ -792,12 +792,23 @@ class SPD(Manifold, geoopt.SymmetricPositiveDefinite):
     def _geodesic_bl(self, xb, yb, tb):
         xb, yb = _sym(xb), _sym(yb)
         if self._affine:
-            low, (w,) = self._whiten(xb, points=(yb,))
-            s, _, _ = _funm(w, "log")
-            e, _, _ = _funm(tb * s, "exp")
-            return _congr(low, e)
+            # From the nearer end: gamma(t) = L_0 expm(t logm W_0) L_0^T for t <= 1/2 and
+            # L_1 expm((1 - t) logm W_1) L_1^T beyond (W_i: the other point whitened by L_i).
+            # Near t = 1 the first form rebuilds Y from x0's frame, whose rounding (eps cond) can
+            # exceed Y's smallest eigenvalue in float32 (Y with eigenvalues 1e-6 came back
+            # indefinite at t = 1 and the RCFM loss's gradients overflowed); the second is a
+            # congruence of Y's own factor with a matrix near I, positive definite by construction.
+            far = tb > 0.5  # per batch element: swap the ends (one batched evaluation, no split)
+            return self._geodesic_from(torch.where(far, yb, xb), torch.where(far, xb, yb), torch.where(far, 1 - tb, tb))
         lx, ly = _funm(xb, "log")[0], _funm(yb, "log")[0]
         return _funm(lx + tb * (ly - lx), "exp")[0]
+
+    def _geodesic_from(self, xb, yb, tb):
+        """L expm(t logm(I + L^-1 (Y - X) L^-T)) L^T, X = L L^T (affine-invariant geodesic, batch-last)."""
+        low, (w,) = self._whiten(xb, points=(yb,))
+        s, _, _ = _funm(w, "log")
+        e, _, _ = _funm(tb * s, "exp")
+        return _congr(low, e)
 
     # ----------------------------------------------------------- distribution
     def _random_base(self, size, *, generator, dtype, device):

@@ -586,3 +586,34 @@ def test_frechet_mean_with_riemannian_adam(metric):
             assert torch.allclose(x, ref, atol=1e-6)
         # first-order condition of the Karcher mean: sum_k log_x(p_k) = 0 (it is ~1 at the start)
         assert float(m.norm(x, m.logmap(x, pts).mean(0))) < 1e-6
+
+
+def test_affine_geodesic_from_the_nearer_end():
+    """gamma(t) is evaluated from x0 for t <= 1/2 and from x1 beyond: the same curve (float64), continuous with
+    its velocity across t = 1/2, and in float32 a near-singular end point stays positive definite near t = 1."""
+    m = SPD(3)
+    g = torch.Generator().manual_seed(31)
+    p, q = rand_spd(3, (40,), gen=g), rand_spd(3, (40,), gen=g)
+    t = torch.cat([torch.linspace(-0.5, 1.5, 37, dtype=F64), torch.tensor([0.5 - 1e-12, 0.5 + 1e-12, 0.0], dtype=F64)])
+    fwd, back = m.geodesic(p, q, t), m.geodesic(q, p, 1 - t)
+    torch.testing.assert_close(fwd, back, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m.geodesic(p, q, torch.ones(40, dtype=F64)), q, rtol=1e-13, atol=1e-13)
+    # one end point broadcast against a batch of times on both sides of 1/2, velocity included
+    x, v = m.geodesic_and_velocity(p[0], q[0], t)
+    x_ref, v_ref = m.geodesic_and_velocity(p[:1].expand(40, 3, 3), q[:1].expand(40, 3, 3), t)
+    torch.testing.assert_close(x, x_ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(v[37], v[38], rtol=1e-9, atol=1e-9)  # t = 1/2 -+ 1e-12
+    # float32, x1 with eigenvalues ~1e-6 (condition 1e6) and x0 with eigenvalues up to ~36 (the fuzz draw that
+    # came back indefinite at t = 1 from x0's frame)
+    rot = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))[0]
+    q32 = (rot @ torch.diag(torch.tensor([1e-6, 1.0e-6, 1.0], dtype=F64)) @ rot.T)
+    p32 = rand_spd(3, gen=g) * 10
+    for s in (0.9, 0.999, 0.999999, 1.0):
+        ref = m.geodesic(p32, q32, s)
+        got = m.geodesic(p32.float(), q32.float(), s).double()
+        lam, lam_ref = torch.linalg.eigvalsh(got), torch.linalg.eigvalsh(ref)
+        assert float(lam.min()) > 0, s
+        # eigenvalues within two float32 spacings of the matrix's scale (rounding x1 itself costs ~1e-8 here;
+        # evaluated from x0's frame the t = 1 point was off by 1.1e-6, an eigenvalue of -7.7e-8)
+        assert float((lam - lam_ref).abs().max()) < 2 * torch.finfo(torch.float32).eps * float(lam_ref.max()), s

@@ -96,3 +96,11 @@ def test_path_and_loss_finite_at_the_hardest_points(name, dtype, kind):
     """The hardest draws, always run (not left to chance): x0 == x1 and the far end at eps = 0 and 1e-7."""
     for eps, scheduler in ((0.0, "condot"), (1e-7, "cosine")):
         check_path_and_loss_at_hard_point(name, kind, eps, 0, dtype, 0.5, scheduler)
+
+
+@pytest.mark.parametrize("seed, t, scheduler", [(2316, 0.999999, "cosine"), (2047, 1e-6, "condot")])
+def test_path_and_loss_finite_at_the_long_fuzz_finds(seed, t, scheduler):
+    """Draws that the 10^5-draw hunt (benchmarks/fuzz_long.py, paths suite) found on SPD(3) affine: float32, x1 with
+    eigenvalues ~1e-6 and x0 with eigenvalues up to 36; the geodesic evaluated from x0's frame came back indefinite
+    at t = 1 and the loss's gradients overflowed (fixed: SPD evaluates it from the nearer end)."""
+    check_path_and_loss_at_hard_point("spd3_affine", "far", 1e-9, seed, torch.float32, t, scheduler)
