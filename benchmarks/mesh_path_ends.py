@@ -12,9 +12,12 @@ at t = 1.  Printed per (dataset, premetric, n):
 * max_j |d(x_j, x1) / d0 - (1 - s_j)| (quantiles, share above 0.1): how far the iterates stray
   from the premetric level sets the conditional flow is defined by.
 
+With ``--tail T`` the grid has PremetricPath's T tail points in its last interval (keys "N+tailT").
+
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/mesh_path_ends.py --datasets bunny_k10 spot_k100 --steps 8 16 32 \\
         --json benchmarks/results/mesh_path_ends.json
+    OMP_NUM_THREADS=1 python benchmarks/mesh_path_ends.py --steps 32 --tail 6 --json benchmarks/results/mesh_path_ends.json
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _table_runs as _runs  # noqa: E402
 
 
-def path_ends(dataset: str, premetric: str, steps, pairs: int = 2048, seed: int = 0) -> dict:
+def path_ends(dataset: str, premetric: str, steps, pairs: int = 2048, seed: int = 0, tail: int = 0) -> dict:
     from geoflow.data.datasets import load_dataset
     from geoflow.data.meshes import load_mesh
     from geoflow.paths import PremetricPath
@@ -44,18 +47,22 @@ def path_ends(dataset: str, premetric: str, steps, pairs: int = 2048, seed: int 
     out = {}
     for n in steps:
         t0 = time.time()
-        states, _, d0, _, _ = PremetricPath(m, premetric, steps=n, validate=False).solve_grid(x0, x1)
-        err = (states[n] - x1).norm(dim=-1) / m.scale
-        dev = torch.stack([m.dist(states[j], x1) / d0 - (1 - j / n) for j in range(n)]).abs().max(0).values
-        out[str(n)] = {
+        path = PremetricPath(m, premetric, steps=n, tail=tail, validate=False)
+        states, _, d0, _, _ = path.solve_grid(x0, x1)
+        grid = path.grid()
+        err = (states[-1] - x1).norm(dim=-1) / m.scale
+        dev = torch.stack([(m.dist(states[j], x1) / d0 - (1 - grid[j])) for j in range(grid.numel() - 1)])
+        dev = dev.abs().max(0).values
+        key = str(n) if not tail else f"{n}+tail{tail}"
+        out[key] = {
             "end_error_q50": float(err.quantile(q)[0]), "end_error_q90": float(err.quantile(q)[1]),
             "end_error_q99": float(err.quantile(q)[2]), "share_end_error_above_0.02": float((err > 0.02).double().mean()),
             "level_dev_q50": float(dev.quantile(q)[0]), "level_dev_q90": float(dev.quantile(q)[1]),
             "level_dev_q99": float(dev.quantile(q)[2]), "share_level_dev_above_0.1": float((dev > 0.1).double().mean()),
             "seconds": time.time() - t0,
         }
-        r = out[str(n)]
-        print(f"{dataset:10s} {premetric:10s} n={n:3d}: |x_end - x1| / size 50/90/99 % {r['end_error_q50']:.1e} / "
+        r = out[key]
+        print(f"{dataset:10s} {premetric:10s} n={key:>3s}: |x_end - x1| / size 50/90/99 % {r['end_error_q50']:.1e} / "
               f"{r['end_error_q90']:.1e} / {r['end_error_q99']:.1e}, share > 0.02: {r['share_end_error_above_0.02']:.1%};"
               f"  level-set deviation 50/90/99 % {r['level_dev_q50']:.3f} / {r['level_dev_q90']:.3f} / "
               f"{r['level_dev_q99']:.3f}, share > 0.1: {r['share_level_dev_above_0.1']:.1%}", flush=True)
@@ -68,13 +75,15 @@ def main(argv=None):
     ap.add_argument("--premetrics", nargs="*", default=["biharmonic", "diffusion"])
     ap.add_argument("--steps", nargs="*", type=int, default=[8, 16, 32])
     ap.add_argument("--pairs", type=int, default=2048)
+    ap.add_argument("--tail", type=int, default=0, help="PremetricPath tail steps (keys N+tailT in the JSON)")
     ap.add_argument("--json", default=None, help="merge the results into this JSON (key DATASET/PREMETRIC)")
     args = ap.parse_args(argv)
     for ds in args.datasets:
         for pm in args.premetrics:
-            res = path_ends(ds, pm, args.steps, args.pairs)
+            res = path_ends(ds, pm, args.steps, args.pairs, tail=args.tail)
             if args.json:
-                _runs.merge(Path(args.json), f"{ds}/{pm}", {"pairs": args.pairs, "steps": res})
+                old = _runs.load(Path(args.json)).get(f"{ds}/{pm}", {}).get("steps", {})
+                _runs.merge(Path(args.json), f"{ds}/{pm}", {"pairs": args.pairs, "steps": {**old, **res}})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _nonneg_float(s: str) -> float:
     try:
         v = float(s)
@@ -103,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--premetric-times", type=_positive_int, default=None,
                    help="times drawn on each simulated pair of the premetric path: the simulation is shared by that "
                         f"many training points ({dflt('premetric_times')}; --batch-size must be a multiple)")
+    t.add_argument("--premetric-tail", type=_nonneg_int, default=None,
+                   help="extra premetric path steps that bring the paths onto x1 in the last grid interval "
+                        f"({dflt('premetric_tail')})")
     t.add_argument("--premetric-chunk", type=_positive_int, default=None,
                    help="with --premetric-times > 1, steps whose premetric paths are simulated together (the same "
                         f"batches; larger calls cost less per pair) ({dflt('premetric_chunk')})")
@@ -363,6 +376,7 @@ def _train(args, dist) -> int:
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps,
         premetric_times=args.premetric_times, premetric_chunk=args.premetric_chunk, chiral=args.chiral,
+        premetric_tail=args.premetric_tail,
         device=args.device,
         normal_weight=args.normal_weight, fourier_features=args.fourier_features, fourier_scale=args.fourier_scale,
     )

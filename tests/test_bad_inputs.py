@@ -440,6 +440,8 @@ CASES: list[Case] = [
     Case("config-premetric-times-not-dividing", "train", "TrainConfig(batch_size=256, premetric_times=3)",
          lambda c: _config(batch_size=256, premetric_times=3), V,
          r"TrainConfig\.batch_size \(256\) must be a multiple of premetric_times \(3\)"),
+    Case("config-premetric-tail-negative", "train", "TrainConfig(premetric_tail=-1)",
+         lambda c: _config(premetric_tail=-1), V, r"TrainConfig\.premetric_tail must be a non-negative integer, got -1"),
     Case("config-premetric-chunk-zero", "train", "TrainConfig(premetric_chunk=0)",
          lambda c: _config(premetric_chunk=0), V, r"TrainConfig\.premetric_chunk must be a positive integer, got 0"),
     Case("path-premetric-grid-of-other-pairs", "paths", "PremetricPath.sample_times(x0[:2], x1[:2], t, grid=<3 pairs' solve_grid>)",

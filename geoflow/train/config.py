@@ -137,6 +137,9 @@ class TrainConfig:
             simulation costs about n / r + 1 closest-point searches per training point instead
             of n + 2 (``batch_size`` stays the number of training points and must be a multiple
             of r times the number of processes).
+        premetric_tail: extra path steps in the last grid interval of the premetric path
+            (:class:`geoflow.paths.PremetricPath` ``tail``; default 0): without them a quarter
+            of Spot's diffusion-premetric paths end more than 2 % of the mesh size from x1.
         premetric_chunk: with premetric_times > 1, the number of steps whose paths are simulated
             together (default 1): the trainer draws that many steps' batches ahead (the same
             batches, in the same order) and integrates all their pairs in one
@@ -199,6 +202,7 @@ class TrainConfig:
     premetric_steps: int = 8
     premetric_times: int = 1
     premetric_chunk: int = 1
+    premetric_tail: int = 0
     chiral: bool = False
     normal_weight: float = 0.0
     fourier_features: int = 0
@@ -211,7 +215,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("warmup", "val_points", "seed", "ess_samples", "test_points"):
+        for name in ("warmup", "val_points", "seed", "ess_samples", "test_points", "premetric_tail"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")

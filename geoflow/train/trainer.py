@@ -66,7 +66,8 @@ def build_path(config: TrainConfig, manifold):
         return AffinePath(kappa, validate=False)
     if kind == "premetric":
         premetric = config.premetric if isinstance(manifold, Mesh) else None
-        return PremetricPath(manifold, premetric, kappa, steps=config.premetric_steps, validate=False)
+        return PremetricPath(manifold, premetric, kappa, steps=config.premetric_steps, tail=config.premetric_tail,
+                             validate=False)
     return GeodesicPath(manifold, kappa, validate=False)
 
 
@@ -207,6 +208,9 @@ class Trainer:
         if config.premetric_times > 1 and self.path_kind != "premetric":
             raise ValueError(f"TrainConfig.premetric_times ({config.premetric_times}) applies to premetric paths only; "
                              f"this run uses the {self.path_kind} path: leave it at 1")
+        if config.premetric_tail > 0 and self.path_kind != "premetric":
+            raise ValueError(f"TrainConfig.premetric_tail ({config.premetric_tail}) applies to premetric paths only; "
+                             f"this run uses the {self.path_kind} path: leave it at 0")
         if config.premetric_chunk > 1 and self.path_kind != "premetric":
             raise ValueError(f"TrainConfig.premetric_chunk ({config.premetric_chunk}) applies to premetric paths only; "
                              f"this run uses the {self.path_kind} path: leave it at 1")

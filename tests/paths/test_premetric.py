@@ -292,3 +292,40 @@ def test_sample_times_on_rows_of_a_joint_grid(which, request):
         path.sample_times(x0, x1, t, grid=(states, None, d0, e1, face1))
     with pytest.raises(ValueError, match=r"`grid` d0 must have shape \(30,\)"):
         path.sample_times(x0, x1, t, grid=(states, faces, d0[:3], e1, face1))
+
+
+def test_tail_refines_the_last_interval(blob, ico):
+    # tail points s = 1 - 0.3^i / n before the final Newton step: the same states below s = 1 - 1/n, the
+    # same samples there, and paths that end on x1 (end error / mesh size: median 3.7e-3 -> 1.1e-5 with 4 steps)
+    x0, x1, _ = _pairs(blob, 200, 21)
+    plain, tailed = PremetricPath(blob, steps=4), PremetricPath(blob, steps=4, tail=4)
+    torch.testing.assert_close(tailed.grid(), torch.tensor([0, 0.25, 0.5, 0.75, 1 - 0.3 / 4, 1 - 0.09 / 4, 1 - 0.027 / 4,
+                                                            1 - 0.0081 / 4, 1], dtype=torch.float64))
+    a, b = plain.solve_grid(x0, x1), tailed.solve_grid(x0, x1)
+    assert a[0].shape == (5, 200, 3) and b[0].shape == (9, 200, 3) and b[1].shape == (9, 200)
+    torch.testing.assert_close(b[0][:4], a[0][:4], atol=1e-12, rtol=0)
+    end_a, end_b = ((s[0][-1] - x1).norm(dim=-1) / blob.scale for s in (a, b))
+    assert float(end_b.median()) < 0.01 * float(end_a.median()) and float(end_b.quantile(0.9)) < 1e-4
+    # d along the tail follows the identity d = (1 - s) d0 as closely as the last uniform state does (the
+    # relative error does not grow while the distance shrinks 123-fold)
+    d0, sg = blob.dist(x0, x1), tailed.grid()
+    rel = [float(((blob.dist(b[0][j], x1) / d0 - (1 - sg[j])).abs() / (1 - sg[j])).median()) for j in range(3, 8)]
+    assert max(rel[1:]) < 1.1 * rel[0], rel
+    # sample_times: below s = 3/4 the same sample; in the last interval from the tail states
+    t = torch.rand(200, 3, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    t[:, 2] = 1 - 0.05 * t[:, 2]  # kappa in (0.95, 1]: from the tail states (s >= 1 - 0.3 / 4)
+    sa, sb = plain.sample_times(x0, x1, t), tailed.sample_times(x0, x1, t)
+    low = t.reshape(-1) < 0.75
+    torch.testing.assert_close(sb.x_t[low], sa.x_t[low], atol=1e-12, rtol=0)
+    torch.testing.assert_close(sb.dx_t[low], sa.dx_t[low], atol=1e-10, rtol=1e-10)
+    last = (t.reshape(-1) > 0.95) & (t.reshape(-1) < 1)
+    ideal = (1 - t.reshape(-1)[last]) * d0.repeat_interleave(3)[last]  # relative to the remaining distance
+    err_a = (blob.dist(sa.x_t[last], sa.x1[last]) - ideal).abs() / ideal
+    err_b = (blob.dist(sb.x_t[last], sb.x1[last]) - ideal).abs() / ideal
+    assert float(err_b.median()) < 0.5 * float(err_a.median()), (float(err_b.median()), float(err_a.median()))
+    assert torch.isfinite(sb.dx_t).all()
+    assert "tail=4" in repr(tailed)
+    with pytest.raises(ValueError, match="`tail` must be >= 0, got -1"):
+        PremetricPath(ico, tail=-1)
+    with pytest.raises(TypeError, match="`tail` must be an int"):
+        PremetricPath(ico, tail=2.0)

@@ -200,13 +200,24 @@ def test_premetric_chunk_resumes_exactly_mid_chunk(tmp_path, monkeypatch):
     assert [h["loss"] for h in t2.history] == [h["loss"] for h in full.history]
 
 
-def test_premetric_chunk_is_checked(tmp_path):
+def test_premetric_chunk_and_tail_are_checked(tmp_path):
     with pytest.raises(ValueError, match="premetric_chunk must be a positive integer"):
         _config(tmp_path, premetric_chunk=0)
-    cfg = TrainConfig(dataset="earthquake", n_samples=100, steps=1, batch_size=16, premetric_chunk=2,
-                      out=str(tmp_path / "e"))
-    with pytest.raises(ValueError, match="premetric_chunk .* applies to premetric paths only"):
-        Trainer(cfg, progress=False, log=lambda *_: None)
+    with pytest.raises(ValueError, match="premetric_tail must be a non-negative integer, got -1"):
+        _config(tmp_path, premetric_tail=-1)
+    for kw, what in ((dict(premetric_chunk=2), "premetric_chunk"), (dict(premetric_tail=3), "premetric_tail")):
+        cfg = TrainConfig(dataset="earthquake", n_samples=100, steps=1, batch_size=16, out=str(tmp_path / "e"), **kw)
+        with pytest.raises(ValueError, match=f"{what} .* applies to premetric paths only"):
+            Trainer(cfg, progress=False, log=lambda *_: None)
+
+
+def test_premetric_tail_trains_on_the_tailed_grid(tmp_path):
+    # the path gets the tail; chunked simulations carry its states (steps + tail + 1 per pair)
+    tr = Trainer(_config(tmp_path, premetric_times=4, premetric_chunk=2, premetric_tail=3, premetric_steps=4),
+                 progress=False, log=lambda *_: None)
+    assert tr.path.tail == 3 and tr.path.grid().numel() == 8
+    assert all(math.isfinite(tr.train_step()) for _ in range(3))
+    assert tr._pending[0]["grid"][0].shape == (8, 4, 3)
 
 
 def test_premetric_times_is_refused_off_premetric_paths(tmp_path):
