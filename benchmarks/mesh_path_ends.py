@@ -49,7 +49,7 @@ def path_ends(dataset: str, premetric: str, steps, pairs: int = 2048, seed: int 
         t0 = time.time()
         path = PremetricPath(m, premetric, steps=n, tail=tail, validate=False)
         states, _, d0, _, _ = path.solve_grid(x0, x1)
-        grid = path.grid()
+        grid = path.s_grid()
         err = (states[-1] - x1).norm(dim=-1) / m.scale
         dev = torch.stack([(m.dist(states[j], x1) / d0 - (1 - grid[j])) for j in range(grid.numel() - 1)])
         dev = dev.abs().max(0).values

@@ -299,7 +299,7 @@ def test_tail_refines_the_last_interval(blob, ico):
     # same samples there, and paths that end on x1 (end error / mesh size: median 3.7e-3 -> 1.1e-5 with 4 steps)
     x0, x1, _ = _pairs(blob, 200, 21)
     plain, tailed = PremetricPath(blob, steps=4), PremetricPath(blob, steps=4, tail=4)
-    torch.testing.assert_close(tailed.grid(), torch.tensor([0, 0.25, 0.5, 0.75, 1 - 0.3 / 4, 1 - 0.09 / 4, 1 - 0.027 / 4,
+    torch.testing.assert_close(tailed.s_grid(), torch.tensor([0, 0.25, 0.5, 0.75, 1 - 0.3 / 4, 1 - 0.09 / 4, 1 - 0.027 / 4,
                                                             1 - 0.0081 / 4, 1], dtype=torch.float64))
     a, b = plain.solve_grid(x0, x1), tailed.solve_grid(x0, x1)
     assert a[0].shape == (5, 200, 3) and b[0].shape == (9, 200, 3) and b[1].shape == (9, 200)
@@ -308,7 +308,7 @@ def test_tail_refines_the_last_interval(blob, ico):
     assert float(end_b.median()) < 0.01 * float(end_a.median()) and float(end_b.quantile(0.9)) < 1e-4
     # d along the tail follows the identity d = (1 - s) d0 as closely as the last uniform state does (the
     # relative error does not grow while the distance shrinks 123-fold)
-    d0, sg = blob.dist(x0, x1), tailed.grid()
+    d0, sg = blob.dist(x0, x1), tailed.s_grid()
     rel = [float(((blob.dist(b[0][j], x1) / d0 - (1 - sg[j])).abs() / (1 - sg[j])).median()) for j in range(3, 8)]
     assert max(rel[1:]) < 1.1 * rel[0], rel
     # sample_times: below s = 3/4 the same sample; in the last interval from the tail states

@@ -215,7 +215,7 @@ def test_premetric_tail_trains_on_the_tailed_grid(tmp_path):
     # the path gets the tail; chunked simulations carry its states (steps + tail + 1 per pair)
     tr = Trainer(_config(tmp_path, premetric_times=4, premetric_chunk=2, premetric_tail=3, premetric_steps=4),
                  progress=False, log=lambda *_: None)
-    assert tr.path.tail == 3 and tr.path.grid().numel() == 8
+    assert tr.path.tail == 3 and tr.path.s_grid().numel() == 8
     assert all(math.isfinite(tr.train_step()) for _ in range(3))
     assert tr._pending[0]["grid"][0].shape == (8, 4, 3)
 
