@@ -45,7 +45,7 @@ SEEDS = {"bunny_k10": [0, 1, 2], "spot_k100": [0, 1, 2], "bunny_k50": [0], "bunn
          "spot_k50": [0]}
 
 #: Training settings shared by every row (each run fits in 15 minutes on the 2-core CPU; see the timing note in
-#: the README).  --premetric-chunk 16 simulates 16 steps' paths in one call (the same batches, ~3x cheaper steps),
+#: the README).  --premetric-chunk 16 simulates 16 steps' paths in one call (the same batches, 2.7x cheaper steps),
 #: which is what pays for 12000 steps.
 SETTINGS = ["--steps", "12000", "--batch-size", "256", "--hidden", "256", "--depth", "4", "--lr", "1e-3",
             "--warmup", "200", "--time-max-freq", "10", "--premetric-steps", "32", "--normal-weight", "10",

@@ -39,7 +39,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 # from x1, benchmarks/mesh_path_ends.py) and, for the high-frequency targets (k = 50, 100), 64 random Fourier
 # features of scale 2 (a plain MLP on the coordinates learned nothing of Spot k=100 in the budget: biharmonic
 # test NLL 1.748 -> 1.353; on the smooth k = 10 targets they hurt: bunny 1.549 -> 1.664).  Session 8: 16 steps'
-# paths simulated in one call (~3x cheaper steps), which pays for 12000 steps in the 15-minute budget.
+# paths simulated in one call (2.7x cheaper steps), which pays for 12000 steps in the 15-minute budget.
 # Likelihoods need the closest-point search at every solver stage, so validation uses fewer points and ODE
 # steps than on the sphere.
 for _mesh in ("bunny", "spot"):
