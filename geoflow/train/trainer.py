@@ -205,15 +205,11 @@ class Trainer:
             torch.manual_seed(_rank_seed(config.seed, dist.rank, 0))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
         self.path_kind = resolve_path(config, self.manifold)
-        if config.premetric_times > 1 and self.path_kind != "premetric":
-            raise ValueError(f"TrainConfig.premetric_times ({config.premetric_times}) applies to premetric paths only; "
-                             f"this run uses the {self.path_kind} path: leave it at 1")
-        if config.premetric_tail > 0 and self.path_kind != "premetric":
-            raise ValueError(f"TrainConfig.premetric_tail ({config.premetric_tail}) applies to premetric paths only; "
-                             f"this run uses the {self.path_kind} path: leave it at 0")
-        if config.premetric_chunk > 1 and self.path_kind != "premetric":
-            raise ValueError(f"TrainConfig.premetric_chunk ({config.premetric_chunk}) applies to premetric paths only; "
-                             f"this run uses the {self.path_kind} path: leave it at 1")
+        if self.path_kind != "premetric":  # options of the premetric path, each at its neutral value elsewhere
+            for name, neutral in (("premetric_times", 1), ("premetric_tail", 0), ("premetric_chunk", 1)):
+                if getattr(config, name) != neutral:
+                    raise ValueError(f"TrainConfig.{name} ({getattr(config, name)}) applies to premetric paths only; "
+                                     f"this run uses the {self.path_kind} path: leave it at {neutral}")
         # Data are validated once at load time and x0 comes from random_base: no per-batch checks.
         self.path = build_path(config, self.manifold)
         #: Validation metric: "nll" (geodesic and premetric paths) or "loss" (the CFM loss, affine paths).
