@@ -17,6 +17,7 @@ Usage:
                                                           # at once each ran 2-2.5x slower on the 2-core machine)
     python benchmarks/mesh_table.py --datasets bunny_k10 --premetrics biharmonic --seeds 0
     python benchmarks/mesh_table.py --print               # the table beside the published numbers
+    python benchmarks/mesh_table.py --markdown            # the same as a markdown table, every seed (for the README)
     python benchmarks/mesh_table.py --smoke               # tiny runs into a scratch file (checks the script)
 """
 
@@ -112,6 +113,43 @@ def show(results=RESULTS):
             print(f"{ds:12s} {pm:11s} {ours:28s} {(f'{pub:.2f}' if pub is not None else '-'):>18s}  {H:14.3f}  {Hs:11.3f}  {goal}")
 
 
+def markdown(results=RESULTS):
+    """The table in markdown: every seed's test NLL (3 decimals), mean ± std, minutes per run and the
+    best-validation step of each run, beside Chen & Lipman's number, the target's entropy, the area-smooth NLL
+    and the uniform density's NLL (log of the surface area).  Rows not run yet say so."""
+    import math
+
+    from geoflow.data.meshes import area_smooth_nll, load_mesh, target_entropy
+
+    table = _runs.load(results)
+    print("| dataset | premetric | geoflow test NLL (per seed; mean ± std) | minutes | best step | "
+          "Chen & Lipman 2023 | goal | target entropy | area-smooth | uniform |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for ds in SEEDS:
+        name, k = ds.split("_k")
+        H, Hs = target_entropy(name, int(k)), area_smooth_nll(name, int(k))
+        uniform = math.log(load_mesh(name, n_eigs=12).total_area)
+        label = f"{'Spot' if name == 'spot' else name} k={k}"
+        for pm in PREMETRICS:
+            e = table.get(f"{ds}/{pm}") or {}
+            runs = [(int(s), r) for s, r in (e.get("runs") or {}).items()]
+            runs.sort()
+            pub = PUBLISHED.get((ds, pm))
+            if runs:
+                vals = " / ".join(f"{r['test_nll']:.3f}" for _, r in runs)
+                if len(runs) > 1:
+                    vals += f"; {e['mean']:.3f} ± {e['std']:.3f}"
+                mins = " / ".join(f"{r['minutes']:.1f}" for _, r in runs)
+                best = " / ".join(str(r.get("best_step", "?")) for _, r in runs)
+                seeds = ", ".join(str(s) for s, _ in runs)
+                vals = f"{vals} (seed{'s' if len(runs) > 1 else ''} {seeds})"
+                goal = "" if pub is None else ("better" if e["mean"] < pub else "worse")
+            else:
+                vals, mins, best, goal = "not run", "", "", ""
+            print(f"| {label} | {pm} | {vals} | {mins} | {best} | {pub if pub is not None else '-'} | {goal} | "
+                  f"{H:.3f} | {Hs:.3f} | {uniform:.3f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="*", default=list(SEEDS), choices=list(SEEDS))
@@ -122,6 +160,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     ap.add_argument("--print", action="store_true", help="only print the table")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the table in markdown, every seed with its minutes and best step")
     ap.add_argument("--results", default=None,
                     help=f"the results JSON (default {RESULTS.relative_to(RESULTS.parents[2])}; "
                          "results/mesh_table_recipe8.json and mesh_table_recipe32.json hold the session-6 and session-7 recipes' tables)")
@@ -129,6 +169,9 @@ def main(argv=None):
                     help="tiny runs (2 steps, 200 points) written to results/mesh_table_smoke.json, to check the script")
     args = ap.parse_args(argv)
     results = RESULTS.with_name("mesh_table_smoke.json") if args.smoke else Path(args.results) if args.results else RESULTS
+    if args.markdown:
+        markdown(results)
+        return
     if not args.print:
         rows = [(ds, pm) for ds in args.datasets for pm in args.premetrics]
         run(rows, args.seeds, args.out_root, args.device_note, args.jobs, args.threads,
