@@ -17,7 +17,8 @@ failing draw is recorded (up to 20 examples per task) and the hunt goes on, so `
 the number of failing draws out of ``draws``.  The JSON is rewritten after every finished task,
 so an interrupted run keeps what it measured.
 
-Run (about 1-3 ms per draw and core; the full job is hours on 2 cores)::
+Run (measured 7-60 ms per draw on one core: torus2 ops 6.7 ms, sphere2 ops 9 ms, spd3_affine ops
+about 23 ms without its pauses; a task of 10^5 draws is 11-100 minutes, the full job many hours on 2 cores)::
 
     OMP_NUM_THREADS=1 python benchmarks/fuzz_long.py                  # 10^5 draws, both suites, all manifolds
     python benchmarks/fuzz_long.py --draws 300 --manifolds sphere2,so3 --out /tmp/fuzz_smoke.json   # smoke test
