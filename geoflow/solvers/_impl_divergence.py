@@ -31,7 +31,7 @@ Two implementations, same values (tested against each other):
 
 * ``"reverse"`` (default): ``torch.autograd`` on one forward pass of the field.
   tr(P J) = tr(J P) = sum_i <J^T e_i, P e_i>: D vector-Jacobian products sharing the
-  forward pass (a loop for D <= 16, one ``is_grads_batched`` call above); Hutchinson
+  forward pass (a loop on CPU and for D <= 16, else one ``is_grads_batched`` call); Hutchinson
   <J^T eps, P eps> is one.  The graph of each evaluation is freed at once unless
   ``create_graph`` (training through the likelihood).
 * ``"forward"``: ``torch.func``: ``vmap`` over the D basis vectors of ``jvp`` (one batched
@@ -66,8 +66,19 @@ def _basis(geom: Geometry, x: torch.Tensor) -> torch.Tensor:
     return torch.eye(D, dtype=x.dtype, device=x.device).reshape((D, 1) + geom.point_shape)
 
 
-#: Ambient dimension above which the exact reverse trace uses one batched backward call.
+#: The exact reverse trace takes D vector-Jacobian products from one forward pass, either as a
+#: loop of D backward calls or as one ``is_grads_batched`` call (a vmap over the backward).  On
+#: CPU the loop was the faster in every case measured (``benchmarks/divergence_strategy.py``,
+#: torch 2.13, one thread, 2026-11-23: MLP fields with D = 20-128 at 0.66-0.90x the batched
+#: time, EGNN and TFN on LJ13 at 0.29-0.70x, where the vmapped scatter ops of message passing
+#: are slow), so CPU always loops.  On other devices (not measured yet) the batched call is
+#: used above this ambient dimension.
 _LOOP_MAX_DIM = 16
+
+
+def _loop_vjps(D: int, device: torch.device) -> bool:
+    """Whether the exact reverse trace loops over the D vector-Jacobian products (see above)."""
+    return device.type == "cpu" or D <= _LOOP_MAX_DIM
 
 
 def _zero_if_none(g, like):
@@ -133,7 +144,7 @@ class Divergence:
         basis = _basis(geom, x)
         D = basis.shape[0]
         proj = geom.trace_proju(x, basis.expand((D,) + tuple(x.shape)))  # P e_i at every point
-        if D <= _LOOP_MAX_DIM:
+        if _loop_vjps(D, x.device):
             tr = None
             for i in range(D):
                 e = basis[i].expand_as(out)
