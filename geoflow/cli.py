@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(particles: best rotation/reflection and permutation per pair, then OT), or ot-align (particles: OT on the "
                         "unaligned clouds, then the chosen pairs aligned; batch instead of batch^2 alignments)")
     t.add_argument("--ot-reg", type=float, default=None, help=f"Sinkhorn regularisation of --coupling ot-sinkhorn ({dflt('ot_reg')})")
+    t.add_argument("--align-starts", type=int, default=None,
+                   help=f"--coupling alignment / ot-align: starting rotations per pair ({dflt('align_starts')}; 1 is faster)")
+    t.add_argument("--align-iters", type=int, default=None,
+                   help=f"--coupling alignment / ot-align: Kabsch <-> Hungarian refinement rounds ({dflt('align_iters')}; "
+                        "0 is faster, at a few %% more transport cost)")
     t.add_argument("--nll-divergence", choices=["auto", "exact", "hutchinson"], default=None,
                    help="divergence of likelihoods (auto: exact up to 64 dimensions, Hutchinson above)")
     t.add_argument("--test-points", type=int, default=None,
@@ -372,6 +377,7 @@ def _train(args, dist) -> int:
         nll_steps=args.nll_steps, nll_method=args.nll_method, seed=args.seed, n_samples=args.n_samples,
         model=args.model, path=args.path, cond_drop=args.cond_drop, unet_channels=args.unet_channels,
         time_max_freq=args.time_max_freq, coupling=args.coupling, ot_reg=args.ot_reg,
+        align_starts=args.align_starts, align_iters=args.align_iters,
         nll_divergence=args.nll_divergence, ess_samples=args.ess_samples, test_points=args.test_points,
         premetric=args.premetric, premetric_steps=args.premetric_steps,
         premetric_times=args.premetric_times, premetric_chunk=args.premetric_chunk, chiral=args.chiral,

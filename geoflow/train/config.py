@@ -116,6 +116,11 @@ class TrainConfig:
             cheap variant, minibatch OT on the unaligned clouds, then only the chosen pairs
             aligned (batch instead of batch^2 alignments).
         ot_reg: Sinkhorn regularisation of "ot-sinkhorn", relative to the cost scale.
+        align_starts, align_iters: "alignment" and "ot-align": starting rotations per pair and
+            refinement rounds (Kabsch <-> Hungarian) of the alignment
+            (:class:`geoflow.couplings.AlignmentCoupling`'s ``starts`` and ``n_iter``; default 2 and
+            2).  1 and 0 cost about a third on LJ55 for a ~3 % higher transport cost
+            (benchmarks/README.md, "Alignment on LJ55").
         nll_divergence: divergence of likelihoods: "exact", "hutchinson" (one Gaussian probe
             per point and step, from a fixed seed) or "auto" (default): exact up to 64
             dimensions, Hutchinson above (e.g. LJ55's 162).
@@ -195,6 +200,8 @@ class TrainConfig:
     unet_mults: tuple = (1, 2)
     coupling: str = "independent"
     ot_reg: float = 0.05
+    align_starts: int = 2
+    align_iters: int = 2
     nll_divergence: str = "auto"
     ess_samples: int = 2000
     test_points: int = 0
@@ -211,11 +218,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "depth", "time_dim", "eval_every", "nll_steps", "unet_channels",
-                     "premetric_steps", "premetric_times", "premetric_chunk"):
+                     "premetric_steps", "premetric_times", "premetric_chunk", "align_starts"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("warmup", "val_points", "seed", "ess_samples", "test_points", "premetric_tail"):
+        for name in ("warmup", "val_points", "seed", "ess_samples", "test_points", "premetric_tail", "align_iters"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")

@@ -237,7 +237,8 @@ class Trainer:
                 raise ValueError(f"coupling {cfg.coupling!r} needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
             # The Boltzmann densities here are invariant under reflections too: E(D) alignment
             # (rotations only for a chiral model, whose density need not be).
-            return AlignmentCoupling(reflections=not cfg.chiral, ot=True if cfg.coupling == "alignment" else "plain")
+            return AlignmentCoupling(reflections=not cfg.chiral, ot=True if cfg.coupling == "alignment" else "plain",
+                                     starts=cfg.align_starts, n_iter=cfg.align_iters)
         method = "exact" if cfg.coupling == "ot" else "sinkhorn"
         flat = isinstance(self.manifold, Euclidean)
         return OTCoupling(

@@ -117,3 +117,41 @@ def test_cli_trains_dw4_and_plots_energies(tmp_path, capsys):
     assert (out / "dw4.png").stat().st_size > 10_000
     assert main(["train", "dw4", "--model", "tfn", "--steps", "1", "--n-samples", "100", "--out", str(tmp_path / "t")]) == 2
     assert "model 'tfn' needs 3-D particles" in capsys.readouterr().err
+
+
+def test_alignment_starts_and_rounds_reach_the_coupling_and_bad_values_are_refused(tmp_path):
+    fast = Trainer(_cfg(tmp_path, coupling="alignment", align_starts=1, align_iters=0), progress=False,
+                   log=lambda *_: None)
+    assert (fast.coupling.starts, fast.coupling.n_iter) == (1, 0)
+    default = Trainer(_cfg(tmp_path / "d", coupling="ot-align"), progress=False, log=lambda *_: None)
+    assert (default.coupling.starts, default.coupling.n_iter) == (2, 2)
+    # LJ13 (13! permutations: searched, not enumerated as DW4's 4!): more starts and refinement rounds
+    # never align a pair worse, and here align some better
+    lj = dict(dataset="lj13", n_samples=64, steps=1, batch_size=8, hidden=8, depth=1, coupling="alignment", device="cpu")
+    fast = Trainer(TrainConfig(**lj, align_starts=1, align_iters=0, out=str(tmp_path / "lf")), progress=False,
+                   log=lambda *_: None)
+    default = Trainer(TrainConfig(**lj, out=str(tmp_path / "ld")), progress=False, log=lambda *_: None)
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = fast.manifold.random_base(24, generator=g), fast.data.train[:24]
+    c_fast = fast.coupling.pairwise(x0, x1)[0]
+    c_default = default.coupling.pairwise(x0, x1)[0]
+    assert (c_default <= c_fast + 1e-5).all() and (c_default < c_fast - 1e-3).any()
+    for name, bad in (("align_starts", 0), ("align_iters", -1), ("align_starts", 1.5)):
+        with pytest.raises(ValueError, match=f"TrainConfig.{name} must be a"):
+            TrainConfig(**{name: bad})
+
+
+def test_cli_alignment_options(tmp_path, capsys):
+    from geoflow.cli import main
+
+    assert main(["train", "dw4", "--coupling", "alignment", "--align-iters", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "align_iters must be a non-negative integer" in capsys.readouterr().err
+    out = tmp_path / "fast"
+    assert main(["train", "dw4", "--coupling", "alignment", "--align-starts", "1", "--align-iters", "0", "--steps", "1",
+                 "--batch-size", "8", "--hidden", "8", "--depth", "1", "--n-samples", "64", "--val-points", "4",
+                 "--test-points", "4", "--ess-samples", "0", "--nll-steps", "1", "--out", str(out), "--quiet",
+                 "--no-plot", "--device", "cpu"]) == 0
+    from geoflow.train import load_checkpoint
+
+    cfg = load_checkpoint(out / "last.pt")["config"]
+    assert (cfg["align_starts"], cfg["align_iters"]) == (1, 0)
