@@ -18,7 +18,8 @@ the best checkpoint (EMA weights):
   its span on each side (non-finite energies count as the upper end). LJ energies have an r^-12
   tail: a handful of samples with overlapping particles (energies of 1e5-1e12) decide the plain
   W1 and its noise floor; clipped, those samples count as "far from the data" at a bounded cost
-  and the histogram of the rest decides. ``energy_median`` and ``frac_above_test_max`` (of the
+  and the histogram of the rest decides (None when no 200-step sample lies in the range: all
+  histograms are then one overflow bin). ``energy_median`` and ``frac_above_test_max`` (of the
   200-step samples) say how heavy that tail is.
 
 Usage (the real measurement; about 15 min per run on 2 cores, alignment runs longer; two systems
@@ -124,7 +125,9 @@ def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = 
         "energy_w1_by_steps": {str(k): v for k, v in w1.items()}, "energy_w1_floor": floor,
         "steps_needed": _steps_needed(w1, floor), "train_seconds": metrics.get("train_seconds"),
         "energy_clip_range": [lo, hi], "energy_w1_clipped_by_steps": {str(k): v for k, v in w1c.items()},
-        "energy_w1_clipped_floor": floor_c, "steps_needed_clipped": _steps_needed(w1c, floor_c),
+        "energy_w1_clipped_floor": floor_c,
+        # undefined when no reference sample lies in the range: every histogram is then one overflow bin
+        "steps_needed_clipped": _steps_needed(w1c, floor_c) if bool(((e_ref >= lo) & (e_ref <= hi)).any()) else None,
         "energy_median": float(e_ref.nan_to_num(nan=float("inf")).median()),
         "frac_above_test_max": float((~(e_ref <= e_test.max())).double().mean()),
     }
