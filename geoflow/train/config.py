@@ -27,7 +27,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
     # Particle systems: an EGNN of 64 channels (Klein, Kraemer & Noe 2023 use 64 hidden, 4-5 layers).
     "dw4": dict(steps=3000, batch_size=256, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=1000,
                 val_points=500, test_points=1000, ess_samples=1000, nll_steps=20),
-    "lj13": dict(steps=3000, batch_size=128, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=1000,
+    "lj13": dict(steps=6000, batch_size=128, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=2000,
                  val_points=200, test_points=1000, ess_samples=1000, nll_steps=20),
     # QM9 (geoflow.train.molecules): molecules per step, EGNN layers; stability from ess_samples molecules.
     "qm9": dict(steps=2000, batch_size=32, lr=5e-4, hidden=64, depth=4, time_dim=32, eval_every=500, ess_samples=200),
