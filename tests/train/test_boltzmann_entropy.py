@@ -1,17 +1,14 @@
 """benchmarks/boltzmann_entropy.py: the importance-sampling estimate of log Z and of the target's entropy."""
 
-import importlib.util
 import math
-import pathlib
 
 import torch
 
 from geoflow.train import TrainConfig, Trainer
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "boltzmann_entropy.py"
-_spec = importlib.util.spec_from_file_location("_boltzmann_entropy", _PATH)
-be = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(be)
+from ._bench import load_benchmark
+
+be = load_benchmark("boltzmann_entropy")
 
 
 def test_log_partition_against_closed_forms():

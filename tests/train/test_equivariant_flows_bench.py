@@ -1,16 +1,13 @@
 """benchmarks/equivariant_flows.py: the clipped energy W1 and the "rk4 steps needed" rule."""
 
-import importlib.util
 import math
-import pathlib
 
 import torch
 from scipy.stats import wasserstein_distance
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "equivariant_flows.py"
-_spec = importlib.util.spec_from_file_location("_equivariant_flows", _PATH)
-ef = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ef)
+from ._bench import load_benchmark
+
+ef = load_benchmark("equivariant_flows")
 
 
 def test_clipped_w1_bounds_the_tail_and_counts_non_finite_energies():

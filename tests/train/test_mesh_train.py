@@ -1,9 +1,7 @@
 """Training on triangle meshes: premetric path + RCFM loss, config checks, CLI end to end, plot, resume."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from geoflow.paths import PremetricPath
 from geoflow.train import TrainConfig, Trainer, load_checkpoint
 from geoflow.train.trainer import build_path, resolve_path
 from manifolds import Mesh, Sphere
+from ._bench import load_benchmark
 from ._state import fit_interrupted
 
 
@@ -90,10 +89,7 @@ def test_cli_train_bunny_then_plot(tmp_path, capsys):
     png = tmp_path / "p.png"
     assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     # benchmarks/mesh_nll_tail.py (the NLL-gap diagnostics) on the checkpoint
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_nll_tail.py"
-    spec = importlib.util.spec_from_file_location("_mesh_nll_tail", path)
-    tail = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tail)
+    tail = load_benchmark("mesh_nll_tail")
     tail.main([str(out / "best.pt"), "--n-test", "40", "--n-samples", "60", "--patches", "4", "--steps", "1",
                "--json", str(tmp_path / "tail.json")])
     res = json.loads((tmp_path / "tail.json").read_text())[str(out / "best.pt")]
@@ -247,10 +243,7 @@ def test_mesh_dataset_defaults_are_the_benchmark_recipe():
 
     from geoflow.train import TrainConfig
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_table.py"
-    spec = importlib.util.spec_from_file_location("_mesh_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("mesh_table")
     for ds in mod.SEEDS:
         args = mod.row_args(ds)
         flags = {a[2:].replace("-", "_"): args[i + 1] for i, a in enumerate(args)
@@ -263,10 +256,7 @@ def test_mesh_dataset_defaults_are_the_benchmark_recipe():
 
 def test_mesh_path_ends_script(tmp_path):
     # benchmarks/mesh_path_ends.py: where the training paths end (without the t = 1 guard) against x1
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mesh_path_ends.py"
-    spec = importlib.util.spec_from_file_location("_mesh_path_ends", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("mesh_path_ends")
     out = tmp_path / "ends.json"
     mod.main(["--datasets", "bunny_k10", "--premetrics", "biharmonic", "--steps", "2", "64", "--pairs", "64",
               "--json", str(out)])
