@@ -32,6 +32,8 @@ On a CPU, LJ13 with fewer likelihood evaluations (each exact LJ13 likelihood is 
 passes per ODE evaluation; see benchmarks/README.md), two runs at a time:
     OMP_NUM_THREADS=1 python benchmarks/equivariant_flows.py --systems lj13 --jobs 2 --n 500 \
         --train-args "--val-points 32 --test-points 100 --ess-samples 200" --json benchmarks/results/x.json
+LJ55 (Klein et al.'s path-length comparison; a GPU job: one LJ55 EGNN step at batch 64 is ~7 s on a CPU thread):
+    python benchmarks/equivariant_flows.py --systems lj55 --device cuda --jobs 4 --json benchmarks/results/x.json
 Smoke test:
     python benchmarks/equivariant_flows.py --systems dw4 --steps 20 --n 64 --small
 """
