@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--split", choices=["train", "val", "test"], default="test", help="data split (default test)")
     n.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (default: the training config's)")
     n.add_argument("--method", choices=["euler", "midpoint", "rk4"], default=None, help="ODE method")
+    n.add_argument("--points", type=_positive_int, default=None,
+                   help="only the first N points of the split (default all; e.g. to check that the NLL has "
+                        "converged in --steps on a few points before paying for the whole split)")
     n.add_argument("--json", action="store_true", help="print JSON")
     n.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
@@ -462,6 +465,7 @@ def _run(args) -> int:
 
         model, config, data = _load_model(args.checkpoint, device=args.device)
         x = getattr(data, args.split)
+        x = x[: args.points] if args.points is not None else x
         steps, method = args.steps or config.nll_steps, args.method or config.nll_method
         device = _device(model)
         nll = torch.cat([-log_likelihood(model, c.to(device), data.manifold, steps=steps, method=method).detach().cpu()

@@ -1,6 +1,7 @@
 """Trainer: checkpoints are atomic and validated, resume is exact, divergence stops cleanly, CLI help."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -131,7 +132,7 @@ def test_cli_entry_point_runs_as_a_module():
     assert "train" in r.stdout and "nll" in r.stdout
 
 
-def test_cli_train_nll_sample_end_to_end(tmp_path):
+def test_cli_train_nll_sample_end_to_end(tmp_path, capsys):
     from geoflow.cli import main
 
     out = tmp_path / "cli"
@@ -143,6 +144,22 @@ def test_cli_train_nll_sample_end_to_end(tmp_path):
         assert (out / f).exists(), f
     assert "test_nll" in json.loads((out / "metrics.json").read_text())
     assert main(["nll", str(out / "best.pt"), "--split", "val", "--steps", "3"]) == 0
+    capsys.readouterr()
+    assert main(["nll", str(out / "best.pt"), "--split", "val", "--steps", "3", "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert main(["nll", str(out / "best.pt"), "--split", "val", "--steps", "3", "--points", "7", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    # --points keeps the first N points of the split, and the exact NLL of a point does not depend on its batch
+    assert first["n"] == 7 and every["n"] > 7
+    from geoflow.cli import _load_model
+    from geoflow.solvers import log_likelihood
+
+    model, config, data = _load_model(out / "best.pt")
+    ref = -log_likelihood(model, data.val[:7], data.manifold, steps=3, method=config.nll_method).detach()
+    assert math.isclose(first["nll"], float(ref.mean()), rel_tol=1e-5)
+    with pytest.raises(SystemExit) as exc:  # not a positive integer: argparse's usage error, exit 2
+        main(["nll", str(out / "best.pt"), "--points", "0"])
+    assert exc.value.code == 2 and "--points" in capsys.readouterr().err
     assert main(["sample", str(out / "best.pt"), "--n", "5", "--steps", "3", "--out", str(tmp_path / "s.pt")]) == 0
     s = torch.load(tmp_path / "s.pt")
     assert s.shape == (5, 3)
