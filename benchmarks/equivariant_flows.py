@@ -81,19 +81,24 @@ def _steps_needed(w1: dict, floor: float):
     return next((k for k in STEP_GRID if all(w1[j] <= floor for j in STEP_GRID if j >= k)), None)
 
 
-def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = "cpu") -> dict:
-    """The measurements above for the run in ``out``; the flow is solved on ``device`` from CPU-drawn base points."""
+def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = "cpu", checkpoint: str = "best.pt") -> dict:
+    """The measurements above for the run in ``out``; the flow is solved on ``device`` from CPU-drawn base points.
+
+    ``checkpoint`` (in ``out``) is the model whose paths and step counts are measured; ``test_nll``, ``ess`` and
+    ``energy`` are always those of ``metrics.json`` (the run's best.pt).
+    """
     from geoflow.cli import _load_model
     from geoflow.solvers import sample
     from geoflow.train import Trainer, TrainConfig, load_checkpoint
 
-    model, config, data = _load_model(out / "best.pt", device=device)
+    model, config, data = _load_model(out / checkpoint, device=device)
+    step = load_checkpoint(out / checkpoint).get("step")
     dev = next(model.parameters()).device
     m, energy = data.manifold, data.energy
     metrics = json.loads((out / "metrics.json").read_text())
     g = torch.Generator().manual_seed(seed)
     # Transport cost of the coupling, as in training.
-    trainer = Trainer(TrainConfig.from_dict({**load_checkpoint(out / "best.pt")["config"], "device": "cpu"}),
+    trainer = Trainer(TrainConfig.from_dict({**load_checkpoint(out / checkpoint)["config"], "device": "cpu"}),
                       progress=False, log=lambda *_: None)
     costs = []
     for _ in range(cost_batches):
@@ -121,6 +126,7 @@ def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = 
         w1[k] = _w1(ek, e_ref)
         w1c[k] = _w1_clipped(ek, e_ref, lo, hi)
     return {
+        "checkpoint": checkpoint, "checkpoint_step": step, "best_step": metrics.get("best_step"),
         "test_nll": metrics.get("test_nll"), "ess": metrics.get("ess"), "energy": metrics.get("energy"),
         "transport_cost": sum(costs) / len(costs), "path_length_median": float(lengths.median()),
         "straight_length_median": float((path[-1] - path[0]).pow(2).sum((-2, -1)).sqrt().median()),
@@ -150,6 +156,9 @@ def main(argv=None):
                     help="geoflow train --device for every run (default: geoflow's, auto), and where the evaluation "
                          "solves the flow (default cpu)")
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (they share the device)")
+    ap.add_argument("--checkpoint", choices=["best.pt", "last.pt"], default="best.pt",
+                    help="the checkpoint of each run whose paths and step counts are measured (default best.pt; "
+                         "last.pt compares couplings at equal training when best.pt is from different steps)")
     ap.add_argument("--train-args", default="",
                     help='further geoflow train options for every run, one string (e.g. "--val-points 32 --test-points 100")')
     args = ap.parse_args(argv)
@@ -170,7 +179,9 @@ def main(argv=None):
                         "--test-points", "64", "--ess-samples", "64", "--eval-every", str(args.steps)]
             key = f"{system}/{coupling}"
             settings = shlex.join(cmd)
-            if results.get(key, {}).get("command") == settings and (out / "metrics.json").exists():
+            done = results.get(key, {})
+            if (done.get("command") == settings and done.get("checkpoint", "best.pt") == args.checkpoint
+                    and (out / "metrics.json").exists()):
                 print(f"{key}: already measured with these settings")
                 continue
             todo.append((key, out, cmd, settings))
@@ -192,7 +203,7 @@ def main(argv=None):
             if proc is not None and proc.returncode != 0:
                 print(f"{key}: training FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
                 continue
-            res = evaluate(out, args.n, args.cost_batches, device=args.device or "cpu")
+            res = evaluate(out, args.n, args.cost_batches, device=args.device or "cpu", checkpoint=args.checkpoint)
             res.update(command=settings, minutes=(time.time() - t0) / 60, threads=os.environ.get("OMP_NUM_THREADS"),
                        device=args.device or "auto", jobs=args.jobs)
             results[key] = res

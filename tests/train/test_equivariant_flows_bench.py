@@ -38,3 +38,22 @@ def test_steps_needed_is_the_first_step_count_from_which_on_all_are_within_the_f
     assert ef._steps_needed(w1, 1.0) == 2
     assert ef._steps_needed(w1, 10.0) == 1
     assert ef._steps_needed({k: 1.0 for k in grid}, 0.5) is None
+
+
+def test_the_script_measures_the_chosen_checkpoint_and_remeasures_when_it_changes(tmp_path, capsys):
+    """A tiny DW4 run end to end: best.pt by default, last.pt on request (a second measurement, no retraining)."""
+    import json
+
+    out, js = tmp_path / "runs", tmp_path / "res.json"
+    base = ["--systems", "dw4", "--couplings", "ot-align", "--steps", "4", "--n", "16", "--cost-batches", "1",
+            "--small", "--out-root", str(out), "--json", str(js)]
+    first = ef.main(base)["dw4/ot-align"]
+    assert first["checkpoint"] == "best.pt" and first["checkpoint_step"] == first["best_step"]
+    assert math.isfinite(first["path_length_median"]) and first["transport_cost"] > 0
+    ef.main(base)  # same settings, same checkpoint: nothing to do
+    assert "already measured" in capsys.readouterr().out
+    mtime = (out / "dw4-ot-align" / "last.pt").stat().st_mtime_ns
+    last = ef.main([*base, "--checkpoint", "last.pt"])["dw4/ot-align"]
+    assert last["checkpoint"] == "last.pt" and last["checkpoint_step"] == 4
+    assert (out / "dw4-ot-align" / "last.pt").stat().st_mtime_ns == mtime  # measured, not retrained
+    assert json.loads(js.read_text())["dw4/ot-align"]["checkpoint"] == "last.pt"
