@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "samples.png)")
 
     n = sub.add_parser("nll", help="negative log-likelihood of a split under a trained model",
-                       description="Exact NLL (instantaneous change of variables, exact divergence) in nats per point.")
+                       description="NLL by the instantaneous change of variables, in nats per point (exact divergence "
+                                   "up to 64 dimensions, Hutchinson's estimator above, as in training; see --divergence).")
     n.add_argument("checkpoint")
     n.add_argument("--split", choices=["train", "val", "test"], default="test", help="data split (default test)")
     n.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (default: the training config's)")
@@ -194,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--points", type=_positive_int, default=None,
                    help="only the first N points of the split (default all; e.g. to check that the NLL has "
                         "converged in --steps on a few points before paying for the whole split)")
+    n.add_argument("--divergence", choices=["auto", "exact", "hutchinson"], default=None,
+                   help="divergence of the likelihood ODE (default: the training config's nll_divergence; auto: exact "
+                        "up to 64 dimensions, Hutchinson above: one Gaussian probe per point, fixed over the solve, from --seed)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the Hutchinson probes (default 0)")
     n.add_argument("--json", action="store_true", help="print JSON")
     n.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
@@ -466,12 +471,18 @@ def _run(args) -> int:
         model, config, data = _load_model(args.checkpoint, device=args.device)
         x = getattr(data, args.split)
         x = x[: args.points] if args.points is not None else x
+        from .train.trainer import resolve_divergence
+
         steps, method = args.steps or config.nll_steps, args.method or config.nll_method
+        divergence = resolve_divergence(args.divergence or config.nll_divergence, data.manifold)
         device = _device(model)
-        nll = torch.cat([-log_likelihood(model, c.to(device), data.manifold, steps=steps, method=method).detach().cpu()
+        gen = torch.Generator(device=device).manual_seed(args.seed) if divergence != "exact" else None
+        nll = torch.cat([-log_likelihood(model, c.to(device), data.manifold, steps=steps, method=method,
+                                         divergence=divergence, generator=gen).detach().cpu()
                          for c in x.split(2048)])
         res = {"dataset": config.dataset, "split": args.split, "nll": float(nll.mean()),
-               "sem": float(nll.std() / len(nll) ** 0.5), "n": len(nll), "steps": steps, "method": method}
+               "sem": float(nll.std() / len(nll) ** 0.5), "n": len(nll), "steps": steps, "method": method,
+               "divergence": divergence}
         print(json.dumps(res) if args.json else f"{config.dataset} {args.split} NLL: {res['nll']:.4f} ± {res['sem']:.4f} nats ({len(nll)} points)")
         return 0
     if args.command == "plot":

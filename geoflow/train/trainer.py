@@ -129,6 +129,14 @@ def _lr_lambda(config: TrainConfig):
     return f
 
 
+
+def resolve_divergence(divergence: str, manifold) -> str:
+    """The divergence estimator for likelihoods: ``divergence`` itself, or for "auto" the exact divergence up to 64
+    dimensions and Hutchinson's estimator above (where the exact one costs a backward pass per dimension)."""
+    if divergence != "auto":
+        return divergence
+    return "exact" if manifold.dim <= 64 else "hutchinson"
+
 class Trainer:
     """Riemannian flow matching on a dataset from :mod:`geoflow.data`.
 
@@ -470,9 +478,7 @@ class Trainer:
     @property
     def divergence(self) -> str:
         """The divergence of likelihoods ("auto": exact up to 64 dimensions, Hutchinson above)."""
-        if self.config.nll_divergence != "auto":
-            return self.config.nll_divergence
-        return "exact" if self.manifold.dim <= 64 else "hutchinson"
+        return resolve_divergence(self.config.nll_divergence, self.manifold)
 
     def importance_weights(self, model=None, n: int | None = None, *, seed: int = 0) -> dict:
         """Samples of the model with their importance weights against the data's energy.

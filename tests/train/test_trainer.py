@@ -157,6 +157,18 @@ def test_cli_train_nll_sample_end_to_end(tmp_path, capsys):
     model, config, data = _load_model(out / "best.pt")
     ref = -log_likelihood(model, data.val[:7], data.manifold, steps=3, method=config.nll_method).detach()
     assert math.isclose(first["nll"], float(ref.mean()), rel_tol=1e-5)
+    assert first["divergence"] == "exact"  # auto: exact up to 64 dimensions
+    # Hutchinson on request: seeded, reproducible, the same estimate as log_likelihood's with that generator
+    hutch = []
+    for _ in range(2):
+        assert main(["nll", str(out / "best.pt"), "--split", "val", "--steps", "3", "--points", "7",
+                     "--divergence", "hutchinson", "--seed", "5", "--json"]) == 0
+        hutch.append(json.loads(capsys.readouterr().out))
+    assert hutch[0] == hutch[1] and hutch[0]["divergence"] == "hutchinson"
+    ref_h = -log_likelihood(model, data.val[:7], data.manifold, steps=3, method=config.nll_method,
+                            divergence="hutchinson", generator=torch.Generator().manual_seed(5)).detach()
+    assert math.isclose(hutch[0]["nll"], float(ref_h.mean()), rel_tol=1e-5)
+    assert not math.isclose(hutch[0]["nll"], first["nll"], rel_tol=1e-6)  # an estimate, not the exact value
     with pytest.raises(SystemExit) as exc:  # not a positive integer: argparse's usage error, exit 2
         main(["nll", str(out / "best.pt"), "--points", "0"])
     assert exc.value.code == 2 and "--points" in capsys.readouterr().err
