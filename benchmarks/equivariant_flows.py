@@ -92,13 +92,13 @@ def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = 
     from geoflow.train import Trainer, TrainConfig, load_checkpoint
 
     model, config, data = _load_model(out / checkpoint, device=device)
-    step = load_checkpoint(out / checkpoint).get("step")
+    state = load_checkpoint(out / checkpoint)
     dev = next(model.parameters()).device
     m, energy = data.manifold, data.energy
     metrics = json.loads((out / "metrics.json").read_text())
     g = torch.Generator().manual_seed(seed)
     # Transport cost of the coupling, as in training.
-    trainer = Trainer(TrainConfig.from_dict({**load_checkpoint(out / checkpoint)["config"], "device": "cpu"}),
+    trainer = Trainer(TrainConfig.from_dict({**state["config"], "device": "cpu"}),
                       progress=False, log=lambda *_: None)
     costs = []
     for _ in range(cost_batches):
@@ -126,7 +126,7 @@ def evaluate(out: Path, n: int, cost_batches: int, seed: int = 0, device: str = 
         w1[k] = _w1(ek, e_ref)
         w1c[k] = _w1_clipped(ek, e_ref, lo, hi)
     return {
-        "checkpoint": checkpoint, "checkpoint_step": step, "best_step": metrics.get("best_step"),
+        "checkpoint": checkpoint, "checkpoint_step": state.get("step"), "best_step": metrics.get("best_step"),
         "test_nll": metrics.get("test_nll"), "ess": metrics.get("ess"), "energy": metrics.get("energy"),
         "transport_cost": sum(costs) / len(costs), "path_length_median": float(lengths.median()),
         "straight_length_median": float((path[-1] - path[0]).pow(2).sum((-2, -1)).sqrt().median()),

@@ -467,12 +467,11 @@ def _run(args) -> int:
         return 0
     if args.command == "nll":
         from .solvers import log_likelihood
+        from .train.trainer import resolve_divergence
 
         model, config, data = _load_model(args.checkpoint, device=args.device)
         x = getattr(data, args.split)
         x = x[: args.points] if args.points is not None else x
-        from .train.trainer import resolve_divergence
-
         steps, method = args.steps or config.nll_steps, args.method or config.nll_method
         divergence = resolve_divergence(args.divergence or config.nll_divergence, data.manifold)
         device = _device(model)

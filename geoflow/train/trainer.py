@@ -129,13 +129,13 @@ def _lr_lambda(config: TrainConfig):
     return f
 
 
-
 def resolve_divergence(divergence: str, manifold) -> str:
     """The divergence estimator for likelihoods: ``divergence`` itself, or for "auto" the exact divergence up to 64
     dimensions and Hutchinson's estimator above (where the exact one costs a backward pass per dimension)."""
     if divergence != "auto":
         return divergence
     return "exact" if manifold.dim <= 64 else "hutchinson"
+
 
 class Trainer:
     """Riemannian flow matching on a dataset from :mod:`geoflow.data`.
