@@ -155,6 +155,8 @@ def main(argv=None):
     ap.add_argument("--device", default=None,
                     help="geoflow train --device for every run (default: geoflow's, auto), and where the evaluation "
                          "solves the flow (default cpu)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="geoflow train --seed for every run, and the seed of the evaluation's base points (default 0)")
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (they share the device)")
     ap.add_argument("--checkpoint", choices=["best.pt", "last.pt"], default="best.pt",
                     help="the checkpoint of each run whose paths and step counts are measured (default best.pt; "
@@ -167,8 +169,8 @@ def main(argv=None):
     for system in args.systems:
         for coupling in args.couplings:
             out = Path(args.out_root) / f"{system}-{coupling}"
-            cmd = ["geoflow", "train", system, "--coupling", coupling, "--steps", str(args.steps), "--seed", "0",
-                   "--out", str(out), "--quiet", "--no-plot"]
+            cmd = ["geoflow", "train", system, "--coupling", coupling, "--steps", str(args.steps),
+                   "--seed", str(args.seed), "--out", str(out), "--quiet", "--no-plot"]
             if args.device:
                 cmd += ["--device", args.device]
             if args.batch_size:
@@ -203,9 +205,10 @@ def main(argv=None):
             if proc is not None and proc.returncode != 0:
                 print(f"{key}: training FAILED (exit {proc.returncode}); rerun the script to retry", flush=True)
                 continue
-            res = evaluate(out, args.n, args.cost_batches, device=args.device or "cpu", checkpoint=args.checkpoint)
+            res = evaluate(out, args.n, args.cost_batches, seed=args.seed, device=args.device or "cpu",
+                           checkpoint=args.checkpoint)
             res.update(command=settings, minutes=(time.time() - t0) / 60, threads=os.environ.get("OMP_NUM_THREADS"),
-                       device=args.device or "auto", jobs=args.jobs)
+                       device=args.device or "auto", jobs=args.jobs, seed=args.seed)
             results[key] = res
             print(f"{key}: NLL {res['test_nll']:.3f}  ESS {res['ess']:.4f}  transport {res['transport_cost']:.3f}  "
                   f"path {res['path_length_median']:.3f} (straight {res['straight_length_median']:.3f})  "

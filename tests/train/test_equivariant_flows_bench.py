@@ -41,13 +41,15 @@ def test_steps_needed_is_the_first_step_count_from_which_on_all_are_within_the_f
 
 
 def test_the_script_measures_the_chosen_checkpoint_and_remeasures_when_it_changes(tmp_path, capsys):
-    """A tiny DW4 run end to end: best.pt by default, last.pt on request (a second measurement, no retraining)."""
+    """A tiny DW4 run end to end: the seed reaches training; best.pt by default, last.pt on request (no retraining)."""
     import json
 
     out, js = tmp_path / "runs", tmp_path / "res.json"
     base = ["--systems", "dw4", "--couplings", "ot-align", "--steps", "4", "--n", "16", "--cost-batches", "1",
-            "--small", "--out-root", str(out), "--json", str(js)]
+            "--small", "--out-root", str(out), "--json", str(js), "--seed", "1"]
     first = ef.main(base)["dw4/ot-align"]
+    assert first["seed"] == 1 and "--seed 1" in first["command"]
+    assert json.loads((out / "dw4-ot-align" / "metrics.json").read_text())["seed"] == 1  # trained with it
     assert first["checkpoint"] == "best.pt" and first["checkpoint_step"] == first["best_step"]
     assert math.isfinite(first["path_length_median"]) and first["transport_cost"] > 0
     ef.main(base)  # same settings, same checkpoint: nothing to do
