@@ -44,6 +44,7 @@ import torch
 from geoflow.couplings import AlignmentCoupling, OTCoupling
 from geoflow.couplings._solve import assignment
 from geoflow.data.particles import sample_lj
+from geoflow.train import keep_freed_memory
 
 
 def machine() -> dict:
@@ -140,8 +141,14 @@ def main(argv=None):
     p.add_argument("--settings", default="1,0 2,2", help="space-separated 'starts,n_iter' pairs")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
+                        "(geoflow.train.keep_freed_memory); default: the C library's own settings, each tensor "
+                        "over 32 MiB a fresh mmap")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.malloc == "keep":
+        keep_freed_memory()
     B, n = args.batch, args.particles
     info = machine()
     print(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch threads {info['torch_threads']}, "
@@ -193,6 +200,7 @@ def main(argv=None):
             "batch": B,
             "particles": n,
             "data": args.data,
+            "malloc": args.malloc,
             "alignment": rows,
             "transport_cost_independent": indep,
             "transport_cost_ot": ot_cost,

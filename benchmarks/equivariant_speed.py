@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from geoflow.nn import EGNNVelocity, SinusoidalTimeEmbedding, TFNVelocity
+from geoflow.train import keep_freed_memory
 from geoflow.nn._graph import as_flat_graph, build_edges
 
 
@@ -174,8 +175,14 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (GPU times wait for the kernels: synchronised)")
     p.add_argument("--small", action="store_true", help="smoke test: batch 4, 13 particles, 2 repeats, 1 warmup")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
+                        "(geoflow.train.keep_freed_memory); default: the C library's own settings, each tensor "
+                        "over 32 MiB a fresh mmap")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.malloc == "keep":
+        keep_freed_memory()
     if args.small:
         args.batch, args.particles, args.repeats, args.warmup = 4, 13, 2, 1
     if args.threads:
@@ -189,7 +196,7 @@ def main(argv=None) -> dict:
     edges = args.batch * args.particles * (args.particles - 1)
     info = {"machine": _machine(), "versions": _versions(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
             "batch": args.batch, "particles": args.particles, "edges": edges, "repeats": args.repeats,
-            "warmup": args.warmup, "seed": args.seed, "device": str(dev), "results": {}}
+            "warmup": args.warmup, "seed": args.seed, "device": str(dev), "malloc": args.malloc, "results": {}}
     print(f"# {info['machine']['cpu']}, {info['machine']['cpu_count']} CPUs, torch threads {torch.get_num_threads()}, "
           f"device {dev}{' (' + info['machine']['gpu'] + ')' if dev.type == 'cuda' else ''}; {info['versions']}")
     print(f"# batch {args.batch} x {args.particles} particles (3-D), fully connected: {edges} edges; "

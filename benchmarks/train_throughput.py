@@ -55,13 +55,14 @@ def time_steps(dataset: str, device: str, steps: int, warmup: int, overrides: di
             "device": str(tr.device), "batch_size": cfg.batch_size}
 
 
-def time_cli(dataset: str, device: str, steps: int, extra: list[str]) -> dict:
+def time_cli(dataset: str, device: str, steps: int, extra: list[str], malloc: str = "keep") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "geoflow.cli", "train", dataset, "--steps", str(steps), "--eval-every", str(steps),
                "--device", device, "--out", str(out), "--quiet", "--no-plot", *extra]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL)
+        env = dict(os.environ, GEOFLOW_MALLOC=malloc)
+        subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL, env=env)
         wall = time.perf_counter() - t0
         m = json.loads((out / "metrics.json").read_text())
     return {"command": " ".join(cmd[2:]).replace(str(out), "OUT"), "train_seconds": m["train_seconds"],
@@ -79,11 +80,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--cli-args", default="--val-points 500 --nll-steps 10",
                     help="extra geoflow train arguments of the timed command")
     ap.add_argument("--coupling", default=None, help="geoflow train --coupling (default: the dataset's, independent)")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
+                         "(geoflow.train.keep_freed_memory; GEOFLOW_MALLOC for the timed command); default: the C "
+                         "library's own settings")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.malloc == "keep":
+        from geoflow.train import keep_freed_memory
+
+        keep_freed_memory()
     over = {"coupling": args.coupling} if args.coupling else {}
     cli_extra = args.cli_args.split() + (["--coupling", args.coupling] if args.coupling else [])
-    info = {"dataset": args.dataset, "coupling": args.coupling or "independent", "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+    info = {"dataset": args.dataset, "coupling": args.coupling or "independent", "malloc": args.malloc,
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}, "results": {}}
     for dev in args.devices:
@@ -91,7 +101,7 @@ def main(argv=None) -> dict:
         print(f"{args.dataset} ({args.coupling or 'independent'}) {dev}: train_step {r['step']['ms_per_step']:.2f} ms ({r['step']['steps_per_s']:.1f} steps/s, "
               f"batch {r['step']['batch_size']})", flush=True)
         if args.cli_steps:
-            r["cli"] = time_cli(args.dataset, dev, args.cli_steps, cli_extra)
+            r["cli"] = time_cli(args.dataset, dev, args.cli_steps, cli_extra, args.malloc)
             print(f"{args.dataset} {dev}: geoflow train {args.cli_steps} steps: train_seconds {r['cli']['train_seconds']:.1f} "
                   f"({r['cli']['steps_per_s']:.1f} steps/s incl. its validation), test NLL {r['cli']['test_nll']:.4f}",
                   flush=True)

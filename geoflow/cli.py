@@ -9,6 +9,9 @@ Examples:
     geoflow sample runs/digits/best.pt --guidance 2 --out grid.png          # rows: digits 0..9
     geoflow sample runs/digits/best.pt --label 3 --guidance 2 --out threes.png
     torchrun --nproc_per_node 2 -m geoflow.cli train earthquake   # 2 processes (DDP); --batch-size stays global
+
+Environment: GEOFLOW_MALLOC=default leaves glibc's allocator as it is; by default geoflow keeps freed CPU
+memory for reuse (large CPU tensors then skip fresh page faults; geoflow.train.malloc).
 """
 
 from __future__ import annotations
@@ -346,9 +349,22 @@ def _plot_mesh(model, config, data, out, *, n=2000, steps=20):
                              data=data.test, title=config.dataset)
 
 
+def _tune_malloc() -> None:
+    """Keep freed CPU memory for reuse (geoflow.train.malloc) unless GEOFLOW_MALLOC=default."""
+    mode = os.environ.get("GEOFLOW_MALLOC", "keep")
+    if mode not in ("keep", "default"):
+        raise ValueError(f"environment variable GEOFLOW_MALLOC must be 'keep' (the default: geoflow keeps freed "
+                         f"CPU memory for reuse) or 'default' (the C library's own settings), got {mode!r}")
+    if mode == "keep":
+        from .train.malloc import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _tune_malloc()
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:
         rank = int(os.environ.get("RANK") or 0) if os.environ.get("WORLD_SIZE") else 0

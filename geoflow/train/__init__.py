@@ -3,6 +3,7 @@
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .config import DATASET_DEFAULTS, TrainConfig
 from .distributed import DistInfo, close_distributed, init_distributed
+from .malloc import keep_freed_memory
 from .trainer import Trainer, TrainingDiverged, build_model, train
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "DistInfo",
     "init_distributed",
     "close_distributed",
+    "keep_freed_memory",
 ]
