@@ -290,3 +290,40 @@ def test_bad_inputs():
         c(x, torch.full((4, 5, 3), float("nan")))
     with pytest.raises(ValueError, match="x"):
         kabsch(torch.randn(4, 5, 3), torch.randn(4, 5, 2))
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count inside a test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_assignments_split_over_threads_equal_the_plain_loop(threads):
+    from scipy.optimize import linear_sum_assignment
+
+    from geoflow.couplings import alignment
+
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(301, 9, 9))  # not a multiple of the thread count
+    ref = np.stack([linear_sum_assignment(c)[1] for c in C])
+    for k in (1, 2, 3, 8):
+        threads(k)
+        np.testing.assert_array_equal(alignment._assign_each(C), ref)
+    assert alignment._assign_each(C[:0]).shape == (0, 9)
+
+
+def test_alignment_does_not_depend_on_the_thread_count(threads):
+    """Typed and untyped heuristic paths (more than max_exhaustive permutations), batch^2 = 144 pairs."""
+    g = gen(11)
+    x0 = torch.randn(12, 13, 3, generator=g, dtype=F64)
+    x1 = torch.randn(12, 13, 3, generator=g, dtype=F64)
+    types = [0, 1, 1, 2, 0, 1, 2, 2, 0, 1, 1, 0, 2]
+    for t in (None, types):
+        out = []
+        for k in (1, 2):
+            threads(k)
+            out.append(AlignmentCoupling(t).pairwise(x0, x1))
+        for a, b in zip(*out):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
