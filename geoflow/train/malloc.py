@@ -19,7 +19,7 @@ itself.  It does nothing, and returns False, where the C library is not glibc (m
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 import sys
 
 __all__ = ["keep_freed_memory", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
@@ -35,8 +35,15 @@ TRIM_THRESHOLD = (1 << 31) - 1
 adapting to twice the mmap threshold)."""
 
 
+def _is_glibc() -> bool:
+    try:
+        return sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError, AttributeError):  # no such confstr name / not POSIX
+        return False
+
+
 def _libc():
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return None
     try:
         libc = ctypes.CDLL("libc.so.6")

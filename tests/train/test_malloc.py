@@ -2,7 +2,6 @@
 
 import ctypes
 import json
-import platform
 import subprocess
 import sys
 import textwrap
@@ -12,8 +11,8 @@ import pytest
 from geoflow import cli
 from geoflow.train import malloc
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc"
-                           or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only")
+glibc = pytest.mark.skipif(not malloc._is_glibc() or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+                           reason="glibc >= 2.33 only")
 
 # In a fresh process (mallopt is process-wide): allocate and free a 64 MiB tensor five times, reading glibc's
 # mallinfo2 after each allocation and each free.
@@ -73,7 +72,7 @@ def test_bad_thresholds_name_the_argument(kw, err):
 
 
 def test_not_glibc_changes_nothing(monkeypatch):
-    monkeypatch.setattr(malloc.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.setattr(malloc.os, "confstr", lambda name: "musl 1.2")  # os.confstr("CS_GNU_LIBC_VERSION")
     assert malloc.keep_freed_memory() is False
 
 
@@ -94,3 +93,14 @@ def test_the_cli_rejects_an_unknown_geoflow_malloc(monkeypatch, capsys):
     assert cli.main(["nll", "missing.pt"]) == 2
     err = capsys.readouterr().err
     assert "GEOFLOW_MALLOC" in err and "'fast'" in err
+
+
+def test_malloc_ops_benchmark_runs_and_records_its_setting(tmp_path):
+    from ._bench import load_benchmark
+
+    ops = load_benchmark("malloc_ops")
+    res = ops.main(["--malloc", "default", "--rows", "512", "--cols", "8", "--repeats", "1", "--json",
+                    str(tmp_path / "ops.json")])
+    assert res["malloc"] == "default" and res["applied"] is False
+    assert all(res[k] > 0 for k in ("silu_fresh_ms", "silu_out_ms", "add_fresh_ms", "add_out_ms"))
+    assert json.loads((tmp_path / "ops.json").read_text())["shape"] == [512, 8]
