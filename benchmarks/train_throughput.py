@@ -80,6 +80,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--cli-args", default="--val-points 500 --nll-steps 10",
                     help="extra geoflow train arguments of the timed command")
     ap.add_argument("--coupling", default=None, help="geoflow train --coupling (default: the dataset's, independent)")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the dataset's)")
     ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
                     help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
                          "(geoflow.train.keep_freed_memory; GEOFLOW_MALLOC for the timed command); default: the C "
@@ -92,6 +93,9 @@ def main(argv=None) -> dict:
         keep_freed_memory()
     over = {"coupling": args.coupling} if args.coupling else {}
     cli_extra = args.cli_args.split() + (["--coupling", args.coupling] if args.coupling else [])
+    if args.batch_size:
+        over["batch_size"] = args.batch_size
+        cli_extra += ["--batch-size", str(args.batch_size)]
     info = {"dataset": args.dataset, "coupling": args.coupling or "independent", "malloc": args.malloc,
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
