@@ -34,6 +34,15 @@ def save(table: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def add_malloc_option(parser) -> None:
+    """``--malloc keep|default`` of the speed scripts: apply ``geoflow.train.keep_freed_memory`` (as the CLI does)
+    when ``args.malloc == "keep"``."""
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
+                             "(geoflow.train.keep_freed_memory); default: the C library's own settings, each tensor "
+                             "over 32 MiB a fresh mmap")
+
+
 def merge(path: Path, key: str, value) -> None:
     """Set ``key`` in the JSON at ``path`` as it is on disk now (other processes may be adding keys), atomically."""
     table = load(path)

@@ -46,6 +46,9 @@ from geoflow.couplings._solve import assignment
 from geoflow.data.particles import sample_lj
 from geoflow.train import keep_freed_memory
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
+
 
 def machine() -> dict:
     model = platform.processor() or platform.machine()
@@ -141,10 +144,7 @@ def main(argv=None):
     p.add_argument("--settings", default="1,0 2,2", help="space-separated 'starts,n_iter' pairs")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
-                        "(geoflow.train.keep_freed_memory); default: the C library's own settings, each tensor "
-                        "over 32 MiB a fresh mmap")
+    _runs.add_malloc_option(p)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.malloc == "keep":

@@ -42,8 +42,11 @@ import torch
 from torch import nn
 
 from geoflow.nn import EGNNVelocity, SinusoidalTimeEmbedding, TFNVelocity
-from geoflow.train import keep_freed_memory
 from geoflow.nn._graph import as_flat_graph, build_edges
+from geoflow.train import keep_freed_memory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 
 class EGNNPytorchPeer(nn.Module):
@@ -175,10 +178,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (GPU times wait for the kernels: synchronised)")
     p.add_argument("--small", action="store_true", help="smoke test: batch 4, 13 particles, 2 repeats, 1 warmup")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
-                        "(geoflow.train.keep_freed_memory); default: the C library's own settings, each tensor "
-                        "over 32 MiB a fresh mmap")
+    _runs.add_malloc_option(p)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.malloc == "keep":

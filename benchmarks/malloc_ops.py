@@ -15,14 +15,17 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from geoflow.train import keep_freed_memory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -37,7 +40,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep")
+    _runs.add_malloc_option(p)
     p.add_argument("--rows", type=int, default=190_080)
     p.add_argument("--cols", type=int, default=64)
     p.add_argument("--repeats", type=int, default=9)
@@ -63,8 +66,7 @@ def main(argv=None) -> dict:
     info = {"malloc": args.malloc, "applied": applied, "shape": [args.rows, args.cols], "threads": args.threads,
             "repeats": args.repeats, **res}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
+        _runs.save(info, args.json)
     return info
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 
 _ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table_runs as _runs  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -81,10 +83,7 @@ def main(argv=None) -> dict:
                     help="extra geoflow train arguments of the timed command")
     ap.add_argument("--coupling", default=None, help="geoflow train --coupling (default: the dataset's, independent)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the dataset's)")
-    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                    help="keep (default, as the geoflow CLI): glibc keeps freed CPU memory for reuse "
-                         "(geoflow.train.keep_freed_memory; GEOFLOW_MALLOC for the timed command); default: the C "
-                         "library's own settings")
+    _runs.add_malloc_option(ap)  # also GEOFLOW_MALLOC of the timed geoflow train command
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.malloc == "keep":
@@ -111,8 +110,7 @@ def main(argv=None) -> dict:
                   flush=True)
         info["results"][dev] = r
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
+        _runs.save(info, args.json)
     return info
 
 

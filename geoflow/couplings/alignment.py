@@ -34,16 +34,16 @@ TypesLike = Union[Sequence, torch.Tensor, np.ndarray]
 #: Pairs of clouds aligned together in one block of :meth:`AlignmentCoupling.pairwise`
 #: (bounds memory: a block holds ~ pairs * n_particles^2 float64 assignment costs).
 _PAIR_BLOCK = 2048
-#: Fewest assignment problems worth splitting over threads (a thread pool costs ~0.1 ms to start).
-_MIN_THREADED = 64
+#: Fewest assignment problems a thread gets when they are split (a thread pool costs ~0.1 ms to start).
+_PER_THREAD = 32
 
 
 def _assign_each(C: np.ndarray) -> np.ndarray:
     """``linear_sum_assignment`` of every square problem C[p] (P, m, m) -> columns (P, m), int64.
 
     scipy releases the GIL while it solves, so the problems are split over
-    ``torch.get_num_threads()`` threads (the user's thread setting: one thread, one loop) when
-    there are at least ``_MIN_THREADED`` of them; each problem is solved exactly as in the loop,
+    ``torch.get_num_threads()`` threads (the user's thread setting: one thread, one loop), at
+    least ``_PER_THREAD`` problems each; each problem is solved exactly as in the loop,
     so the result does not depend on the thread count.
     """
     P, m = C.shape[0], C.shape[-1]
@@ -53,7 +53,7 @@ def _assign_each(C: np.ndarray) -> np.ndarray:
         for p in range(lo, hi):
             out[p] = linear_sum_assignment(C[p])[1]
 
-    workers = min(torch.get_num_threads(), P // (_MIN_THREADED // 2) if P >= _MIN_THREADED else 1)
+    workers = min(torch.get_num_threads(), P // _PER_THREAD)
     if workers <= 1:
         solve(0, P)
         return out

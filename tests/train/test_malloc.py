@@ -12,7 +12,8 @@ from geoflow import cli
 from geoflow.train import malloc
 
 glibc = pytest.mark.skipif(not malloc._is_glibc() or not hasattr(ctypes.CDLL(None), "mallinfo2"),
-                           reason="glibc >= 2.33 only")
+                           reason="keep_freed_memory acts on glibc only, and reading its heap needs mallinfo2 "
+                                  "(glibc >= 2.33)")
 
 # In a fresh process (mallopt is process-wide): allocate and free a 64 MiB tensor five times, reading glibc's
 # mallinfo2 after each allocation and each free.
