@@ -327,3 +327,80 @@ def test_alignment_does_not_depend_on_the_thread_count(threads):
             out.append(AlignmentCoupling(t).pairwise(x0, x1))
         for a, b in zip(*out):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_lapx_assignments_are_optimal_and_equal_scipy(threads):
+    """lapx's batched solver against scipy (the oracle): same columns without ties, same optimal total with ties,
+    float32 and float64, several thread counts; empty batches and empty problems."""
+    from geoflow.couplings import alignment
+
+    if alignment._lapjvr_batch is None:
+        pytest.skip("lapx's lap.lapjvr_batch is not installed")
+    rng = np.random.default_rng(3)
+    rows = np.arange(20)
+    for dtype in (np.float64, np.float32):
+        C = rng.normal(size=(97, 20, 20)).astype(dtype)
+        ref = alignment._assign_each_scipy(C.astype(np.float64))
+        for k in (1, 3):
+            threads(k)
+            np.testing.assert_array_equal(alignment._assign_each(C), ref)
+    ties = rng.integers(0, 3, size=(64, 20, 20)).astype(np.float64)  # many optimal assignments
+    got, ref = alignment._assign_each(ties), alignment._assign_each_scipy(ties)
+    assert all(sorted(c) == list(range(20)) for c in got.tolist())  # permutations
+    p = np.arange(64)[:, None]
+    np.testing.assert_array_equal(ties[p, rows, got].sum(-1), ties[p, rows, ref].sum(-1))
+    assert alignment._assign_each(np.zeros((0, 5, 5))).shape == (0, 5)
+    assert alignment._assign_each(np.zeros((3, 0, 0))).shape == (3, 0)
+
+
+def test_scipy_fallback_warns_once_and_gives_the_same_alignment(monkeypatch):
+    """Without lapx's batch solver (the older `lap` package shadows it) the coupling falls back to scipy on the
+    column-reduced cost, says so once, and aligns exactly as with lapx."""
+    from geoflow.couplings import alignment
+
+    g = gen(5)
+    x0 = torch.randn(6, 14, 3, generator=g, dtype=F64)
+    x1 = torch.randn(6, 14, 3, generator=g, dtype=F64)
+    types = [0, 1] * 7
+    want = [AlignmentCoupling(t).pairwise(x0, x1) for t in (None, types)]
+    monkeypatch.setattr(alignment, "_lapjvr_batch", None)
+    monkeypatch.setattr(alignment, "_warned_no_lapx", False)
+    with pytest.warns(RuntimeWarning, match="lapx"):
+        got = [AlignmentCoupling(t).pairwise(x0, x1) for t in (None, types)]
+    for w, o in zip(want, got):
+        for a, b in zip(w, o):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time: silent
+        AlignmentCoupling().pairwise(x0, x1)
+
+
+def test_principal_axes_proxy_equals_sorting_each_sign_pattern():
+    """_frames reads both signs of an axis off one sort; reference: sort every sign-flipped copy (the formula)."""
+    g = gen(8)
+    for D, reflections in ((3, False), (3, True), (2, False)):
+        a = torch.randn(40, 9, D, generator=g, dtype=F64)
+        b = torch.randn(40, 9, D, generator=g, dtype=F64)
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        aligner = AlignmentCoupling(reflections=reflections, starts=2 ** D)._aligner(9)
+        got = aligner._frames(a, b)  # (P, S, D, D), all sign patterns ranked by the proxy
+        Va = torch.stack([aligner_axes(x) for x in a])
+        Vb = torch.stack([aligner_axes(x) for x in b])
+        signs = torch.tensor(list(itertools.product((1.0, -1.0), repeat=D)), dtype=F64)
+        if not reflections:
+            signs = signs[signs.prod(-1) > 0]
+        pa = (a @ Va)[:, None] * signs[None, :, None, :]
+        proxy = (pa.sort(-2).values - (b @ Vb)[:, None].sort(-2).values).square().sum((-2, -1))
+        order = proxy.argsort(-1)
+        want = Vb[:, None] @ torch.diag_embed(signs[order]) @ Va[:, None].mT
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def aligner_axes(x):
+    """Principal axes of one centred cloud as _frames takes them (eigh of x^T x, last column flipped to det +1)."""
+    V = torch.linalg.eigh(x.T @ x).eigenvectors
+    if torch.linalg.det(V) < 0:
+        V[:, -1] = -V[:, -1]
+    return V
