@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -220,8 +219,7 @@ def main(argv=None) -> dict:
         info["results"][name] = res
         print(f"{name:<18} {n_params:>9} {res['fwd_bwd_ms_median']:>11.1f} {res['fwd_ms_median']:>9.1f}", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
+        _runs.save(info, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     return info
 
