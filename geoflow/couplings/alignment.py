@@ -46,13 +46,28 @@ _PER_THREAD = 32
 _SOLVER = "lapx"
 
 
-def _assign_each_scipy(C: np.ndarray) -> np.ndarray:
-    """scipy's ``linear_sum_assignment`` of every square problem C[p] (P, m, m) -> columns (P, m).
+def _in_threads(P: int, solve) -> None:
+    """Run ``solve(lo, hi)`` over [0, P) split into ``torch.get_num_threads()`` contiguous chunks of at
+    least ``_PER_THREAD`` problems, each on a Python thread (the solvers release the GIL).
 
-    The fallback of :func:`_assign_each` and its test oracle.  scipy releases the GIL while it
-    solves, so the problems are split over ``torch.get_num_threads()`` threads, at least
-    ``_PER_THREAD`` problems each; each problem is solved exactly as in the loop, so the result
-    does not depend on the thread count.
+    Python threads rather than lapx's own worker pool: that pool does not survive a fork (a forked
+    child that calls it after the parent did hangs, e.g. a DataLoader worker), new threads do.
+    """
+    workers = min(torch.get_num_threads(), P // _PER_THREAD)
+    if workers <= 1:
+        solve(0, P)
+        return
+    bounds = np.linspace(0, P, workers + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for f in [pool.submit(solve, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            f.result()
+
+
+def _assign_each_scipy(C: np.ndarray) -> np.ndarray:
+    """scipy's ``linear_sum_assignment`` of every square problem C[p] (P, m, m) -> columns (P, m), int64.
+
+    The fallback of :func:`_assign_each` and its test oracle; each problem is solved exactly as
+    in a loop, so the result does not depend on the thread count.
     """
     P, m = C.shape[0], C.shape[-1]
     out = np.empty((P, m), dtype=np.int64)
@@ -61,28 +76,21 @@ def _assign_each_scipy(C: np.ndarray) -> np.ndarray:
         for p in range(lo, hi):
             out[p] = linear_sum_assignment(C[p])[1]
 
-    workers = min(torch.get_num_threads(), P // _PER_THREAD)
-    if workers <= 1:
-        solve(0, P)
-        return out
-    bounds = np.linspace(0, P, workers + 1).astype(int)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for f in [pool.submit(solve, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-            f.result()
+    _in_threads(P, solve)
     return out
 
 
 def _assign_each(C: np.ndarray) -> np.ndarray:
     """Exact minimum-cost assignment of every square problem C[p] (P, m, m) -> columns (P, m), int64.
 
-    Solved by lapx's batched Jonker-Volgenant solver (``lap.lapjvr_batch``, in C++/Rust, on
-    ``torch.get_num_threads()`` native threads, at least ``_PER_THREAD`` problems each) in C's
-    own precision; both it and scipy are exact, so the columns equal scipy's except where two
-    assignments tie.  Measured on the LJ55 alignment problems (one core, ``benchmarks/alignment_cost.py
-    --solver-table``): 28.9 us per problem, against 68.9 us for scipy's ``linear_sum_assignment`` on the
-    column-reduced cost and 166 us on the raw one.  Falls back to scipy (column-reduced), with a
-    warning, when the installed ``lap`` module is the older package of that name without the batch
-    solver: the whole LJ55 alignment then takes 1.6x as long.
+    Solved by lapx's batched Jonker-Volgenant solver (``lap.lapjvr_batch``, one native thread per
+    chunk of problems, the chunks on ``torch.get_num_threads()`` threads) in C's own precision; both
+    it and scipy are exact, so the columns equal scipy's except where two assignments tie, and do
+    not depend on the thread count.  Measured on the LJ55 alignment problems (one core,
+    ``benchmarks/alignment_cost.py --solver-table``): 28.9 us per problem, against 68.9 us for
+    scipy's ``linear_sum_assignment`` on the column-reduced cost and 166 us on the raw one.  Falls
+    back to scipy (column-reduced), with a warning, when the installed ``lap`` module is the older
+    package of that name without the batch solver: the whole LJ55 alignment then takes 1.6x as long.
     """
     P, m = C.shape[0], C.shape[-1]
     if P == 0 or m == 0:
@@ -92,9 +100,13 @@ def _assign_each(C: np.ndarray) -> np.ndarray:
             _warn_no_lapx()
         # scipy starts from zero duals: reduced columns make its searches short (2.4x on LJ55 problems)
         return _assign_each_scipy(C - C.min(axis=1, keepdims=True))
-    threads = max(1, min(torch.get_num_threads(), P // _PER_THREAD))
-    _, cols = _lapjvr_batch(C, n_threads=threads, return_cost=False)
-    return np.stack(cols).astype(np.int64, copy=False)
+    out = np.empty((P, m), dtype=np.int64)
+
+    def solve(lo: int, hi: int) -> None:
+        out[lo:hi] = np.stack(_lapjvr_batch(C[lo:hi], n_threads=1, return_cost=False)[1])
+
+    _in_threads(P, solve)
+    return out
 
 
 _warned_no_lapx = False
@@ -526,7 +538,7 @@ class AlignmentCoupling(Coupling):
       Here the starting rotations map the principal axes of x0 onto those of x1,
       R = V_1 diag(s) V_0^T, one per sign pattern s (4 proper ones in 3-D), ranked by the 1-D
       OT cost of the sorted coordinates along each axis; the best ``starts`` of them get one
-      Hungarian step (scipy ``linear_sum_assignment`` on |R x0_k - x1_l|^2 within each type)
+      Hungarian step (an exact assignment on |R x0_k - x1_l|^2 within each type, see Cost)
       and a Kabsch step, the best result is kept (also against the given order after Kabsch,
       so the result is never worse than the unaligned cost), then Hungarian at the current R
       and Kabsch for the new order alternate up to ``n_iter`` more times; each half step

@@ -404,3 +404,34 @@ def aligner_axes(x):
     if torch.linalg.det(V) < 0:
         V[:, -1] = -V[:, -1]
     return V
+
+
+def _solve_in_child(C, q):
+    from geoflow.couplings import alignment
+
+    torch.set_num_threads(2)
+    q.put(alignment._assign_each(C))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_assignments_work_in_a_forked_child_after_the_parent_used_threads(threads):
+    """A DataLoader worker forked after the parent aligned on several threads must not hang (lapx's own
+    worker pool would: it does not survive a fork)."""
+    import multiprocessing as mp
+
+    from geoflow.couplings import alignment
+
+    C = np.random.default_rng(4).normal(size=(200, 12, 12))
+    threads(2)
+    want = alignment._assign_each(C)  # the parent uses its threads first
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_solve_in_child, args=(C, q))
+    child.start()
+    try:
+        got = q.get(timeout=60)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, want)
