@@ -131,8 +131,8 @@ def solver_table(x0, x1, pairs, repeats=3):
     a, b = centred(x0[i]), centred(x1[j])
     aligner = AlignmentCoupling(starts=1, n_iter=0)._aligner(a.shape[1])
     R = aligner._frames(a, b)[:, 0]
+    row = _alignment._assignment_cost(a, b, R)  # |b_k|^2 - 2 <b_k, R a_l>, what the coupling hands lapx
     G = b @ (a @ R.mT).mT  # <b_k, R a_l>
-    row = (b * b).sum(-1).unsqueeze(-1) - 2 * G
     forms = {"-<b,Ra>": -G, "|b|^2-2<b,Ra>": row, "column-reduced": row - row.amin(-2, keepdim=True)}
 
     def lapx(C):

@@ -26,7 +26,8 @@ with those above the highest test energy: an overlapping pair (smallest pair dis
 smallest in the whole test set) or a particle flung out (distance from the centre above the test
 set's largest).
 
-Usage (the LJ13 runs of the coupling table, seed 0 and seed 1; a minute per checkpoint on a CPU):
+Usage (the LJ13 runs of the coupling table, seed 0 and seed 1; with the defaults 3.5-6 minutes per
+checkpoint on one CPU thread, most of it the 500 test clouds and 500 samples):
     OMP_NUM_THREADS=1 python benchmarks/field_stiffness.py RUN_DIR/best.pt [...] --json OUT.json
 """
 
@@ -88,14 +89,12 @@ def stiffness(checkpoint: Path, n: int, steps: int, times: list[float], seed: in
     m = data.manifold
     g = torch.Generator().manual_seed(seed)
     x0 = m.random_base(n, generator=g, dtype=data.train.dtype)
-    with torch.no_grad():
-        _, path = sample(model, x0, m, method="rk4", steps=steps, return_path=True)
     out = {"coupling": config.coupling, "seed": config.seed, "dataset": config.dataset, "by_time": {}}
     with torch.no_grad():
+        _, path = sample(model, x0, m, method="rk4", steps=steps, return_path=True)
         xs = sample(model, m.random_base(n_samples, generator=g, dtype=data.train.dtype), m, method="rk4", steps=steps)
-    out["samples"] = geometry(xs, data)
-    with torch.no_grad():
         back = sample(model, data.test[:test_points].to(x0.dtype), m, method="rk4", steps=steps, t0=1.0, t1=0.0)
+    out["samples"] = geometry(xs, data)
     sq = back.square().sum((-2, -1)).double()
     dof = (back.shape[-2] - 1) * back.shape[-1]
     lo, hi = chi2.ppf(0.01, dof), chi2.ppf(0.99, dof)

@@ -38,7 +38,7 @@ __all__ = ["AlignmentCoupling", "Alignment", "align", "kabsch"]
 
 TypesLike = Union[Sequence, torch.Tensor, np.ndarray]
 #: Pairs of clouds aligned together in one block of :meth:`AlignmentCoupling.pairwise`
-#: (bounds memory: a block holds ~ pairs * n_particles^2 float64 assignment costs).
+#: (bounds memory: a block holds ~ pairs * n_particles^2 assignment costs in the clouds' dtype).
 _PAIR_BLOCK = 2048
 #: Fewest assignment problems a thread gets when they are split (a thread pool costs ~0.1 ms to start).
 _PER_THREAD = 32
@@ -95,9 +95,9 @@ def _assign_each(C: np.ndarray) -> np.ndarray:
     P, m = C.shape[0], C.shape[-1]
     if P == 0 or m == 0:
         return np.zeros((P, m), dtype=np.int64)
+    if _SOLVER == "lapx" and _lapjvr_batch is None:
+        _warn_no_lapx()
     if _SOLVER == "scipy" or _lapjvr_batch is None:
-        if _lapjvr_batch is None and _SOLVER != "scipy":
-            _warn_no_lapx()
         # scipy starts from zero duals: reduced columns make its searches short (2.4x on LJ55 problems)
         return _assign_each_scipy(C - C.min(axis=1, keepdims=True))
     out = np.empty((P, m), dtype=np.int64)
@@ -123,6 +123,17 @@ def _warn_no_lapx() -> None:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _assignment_cost(a: torch.Tensor, b: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """The cost of the Hungarian step, C[p, k, l] = |b_k|^2 - 2 <b_k, R a_l> for (P, n, D) clouds, (P, D, D) R.
+
+    Equal to |b_k - R a_l|^2 - |a_l|^2: the same optimal orders as the squared distance and as
+    -<b_k, R a_l> (they differ by constants per row or column), but lapx's Jonker-Volgenant column
+    reduction then starts each x0 particle at its nearest x1 particle: measured 2.3x faster than on
+    -<b_k, R a_l> on LJ55 problems (``benchmarks/alignment_cost.py --solver-table``).
+    """
+    return (b @ (a @ R.mT).mT).mul_(-2).add_((b * b).sum(-1).unsqueeze(-1))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -360,12 +371,7 @@ class _Aligner:
 
     def _hungarian(self, a, b, R, perm):
         """Within-type order minimising sum_k |R a_perm(k) - b_k|^2 (the assignment on squared distances)."""
-        # C[p, k, l] = |b_k|^2 - 2 <b_k, R a_l> = |b_k - R a_l|^2 - |a_l|^2: the same optimal orders as the
-        # squared distance and as -<b_k, R a_l> (they differ by constants per row or column), but lapx's
-        # Jonker-Volgenant column reduction then starts each x0 particle at its nearest x1 particle:
-        # measured 2.3x faster than on -<b_k, R a_l> on LJ55 problems (benchmarks/alignment_cost.py --solver-table)
-        Ra = a @ R.mT
-        C = np.ascontiguousarray((b @ Ra.mT).mul_(-2).add_((b * b).sum(-1).unsqueeze(-1)).cpu().numpy())
+        C = np.ascontiguousarray(_assignment_cost(a, b, R).cpu().numpy())
         if len(self.groups) == 1:  # untyped: one assignment per pair, no sub-blocks to copy
             return torch.from_numpy(_assign_each(C)).to(a.device)
         new = perm.cpu().numpy().copy()

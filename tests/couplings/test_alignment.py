@@ -1,6 +1,7 @@
 """AlignmentCoupling, align and kabsch against brute force and independent numpy references."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -335,7 +336,8 @@ def test_lapx_assignments_are_optimal_and_equal_scipy(threads):
     from geoflow.couplings import alignment
 
     if alignment._lapjvr_batch is None:
-        pytest.skip("lapx's lap.lapjvr_batch is not installed")
+        pytest.skip("lapx's lap.lapjvr_batch is not importable (the older `lap` package shadows it); the scipy "
+                    "fallback the coupling then uses is tested in test_scipy_fallback_warns_once_...")
     rng = np.random.default_rng(3)
     rows = np.arange(20)
     for dtype in (np.float64, np.float32):
@@ -413,7 +415,8 @@ def _solve_in_child(C, q):
     q.put(alignment._assign_each(C))
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform (Windows): workers are spawned there, "
+                    "so no child inherits the parent's threads")
 def test_assignments_work_in_a_forked_child_after_the_parent_used_threads(threads):
     """A DataLoader worker forked after the parent aligned on several threads must not hang (lapx's own
     worker pool would: it does not survive a fork)."""
