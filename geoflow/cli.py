@@ -133,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cond-drop", type=_nonneg_float, default=None,
                    help=f"labelled datasets: probability of replacing the label by the null label during training, so "
                         f"the model also learns the unconditional field for classifier-free guidance ({dflt('cond_drop')})")
-    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn", "alignment", "ot-align"], default=None,
+    t.add_argument("--coupling", choices=["independent", "ot", "ot-sinkhorn", "alignment", "ot-align", "alignment-perm"],
+                   default=None,
                    help="pairing of noise and data: independent (default), exact minibatch OT, Sinkhorn OT "
                         "(squared geodesic cost on manifolds; within labels on labelled data), or alignment "
                         "(particles: best rotation/reflection and permutation per pair, then OT), or ot-align (particles: OT on the "
-                        "unaligned clouds, then the chosen pairs aligned; batch instead of batch^2 alignments)")
+                        "unaligned clouds, then the chosen pairs aligned; batch instead of batch^2 alignments), or alignment-perm "
+                        "(particles: as alignment with the particle order only, no rotation)")
     t.add_argument("--ot-reg", type=float, default=None, help=f"Sinkhorn regularisation of --coupling ot-sinkhorn ({dflt('ot_reg')})")
     t.add_argument("--align-starts", type=int, default=None,
                    help=f"--coupling alignment / ot-align: starting rotations per pair ({dflt('align_starts')}; 1 is faster)")

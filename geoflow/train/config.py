@@ -17,7 +17,7 @@ _METHODS = ("euler", "midpoint", "rk4")
 _MODELS = ("auto", "mlp", "unet", "egnn", "tfn")
 _PATHS = ("auto", "geodesic", "affine", "premetric")
 _PREMETRICS = ("biharmonic", "diffusion")
-_COUPLINGS = ("independent", "ot", "ot-sinkhorn", "alignment", "ot-align")
+_COUPLINGS = ("independent", "ot", "ot-sinkhorn", "alignment", "ot-align", "alignment-perm")
 _DIVERGENCES = ("auto", "exact", "hutchinson")
 
 #: Per-dataset defaults that differ from the class defaults (used by :meth:`TrainConfig.for_dataset`
@@ -114,7 +114,8 @@ class TrainConfig:
             the best rotation or reflection and permutation of each pair, then minibatch OT
             on the aligned cost (equivariant OT, Klein, Kraemer & Noe 2023); "ot-align": the
             cheap variant, minibatch OT on the unaligned clouds, then only the chosen pairs
-            aligned (batch instead of batch^2 alignments).
+            aligned (batch instead of batch^2 alignments); "alignment-perm": like "alignment"
+            with the particle order alone aligned (no rotation: one exact assignment per pair).
         ot_reg: Sinkhorn regularisation of "ot-sinkhorn", relative to the cost scale.
         align_starts, align_iters: "alignment" and "ot-align": starting rotations per pair and
             refinement rounds (Kabsch <-> Hungarian) of the alignment

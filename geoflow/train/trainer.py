@@ -240,9 +240,11 @@ class Trainer:
         cfg = self.config
         if cfg.coupling == "independent":
             return None
-        if cfg.coupling in ("alignment", "ot-align"):
+        if cfg.coupling in ("alignment", "ot-align", "alignment-perm"):
             if not isinstance(self.manifold, CoMFree):
                 raise ValueError(f"coupling {cfg.coupling!r} needs a particle dataset (dw4, lj13, lj55), got {self.manifold!r}")
+            if cfg.coupling == "alignment-perm":  # the particle order alone: no rotation, so no reflection either
+                return AlignmentCoupling(rotations=False, ot=True)
             # The Boltzmann densities here are invariant under reflections too: E(D) alignment
             # (rotations only for a chiral model, whose density need not be).
             return AlignmentCoupling(reflections=not cfg.chiral, ot=True if cfg.coupling == "alignment" else "plain",

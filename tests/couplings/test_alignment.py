@@ -264,6 +264,62 @@ def test_plain_ot_then_align_pairs_by_scipy_then_aligns_each_pair():
         AlignmentCoupling(ot="fast")
 
 
+def brute_force_order_cost(x, y, types=None):
+    """min over within-type permutations (all n!) of sum |x_p(k) - y_k|^2, centred, no rotation."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    n = x.shape[0]
+    types = np.zeros(n, int) if types is None else np.asarray(types)
+    return min(
+        float(((x[np.asarray(p)] - y) ** 2).sum())
+        for p in itertools.permutations(range(n))
+        if (types[np.asarray(p)] == types).all()
+    )
+
+
+@pytest.mark.parametrize("D", [2, 3])
+@pytest.mark.parametrize("types", [None, [0, 1, 0, 1, 1, 2]])
+def test_permutation_only_equals_brute_force(D, types):
+    """rotations=False: the best within-type order with R = I, against all 6! orders."""
+    g = gen(13)
+    n = 6
+    x0 = torch.randn(10, n, D, generator=g, dtype=F64)
+    x1 = torch.randn(10, n, D, generator=g, dtype=F64) + 1.0
+    ref = torch.tensor([brute_force_order_cost(a.numpy(), b.numpy(), types) for a, b in zip(x0, x1)], dtype=F64)
+    out = align(x0, x1, types=types, rotations=False)
+    torch.testing.assert_close(out.cost, ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out.rotation, torch.eye(D, dtype=F64).expand(10, D, D))
+    # x is a within-type reordering of the centred x0, at the reported cost
+    torch.testing.assert_close(((out.x - centred(x1)) ** 2).sum((-2, -1)), ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out.x, torch.gather(centred(x0), 1, out.perm[..., None].expand(-1, -1, D)))
+    t = torch.as_tensor(types if types is not None else [0] * n)
+    assert torch.equal(t[out.perm], t.expand(10, n))
+    # never below the rotation-and-order optimum (brute force), which is over a larger set
+    both = torch.tensor([brute_force_cost(a.numpy(), b.numpy(), types) for a, b in zip(x0, x1)], dtype=F64)
+    assert (out.cost >= both - 1e-10).all() and (out.cost > both + 1e-6).any()
+
+
+def test_permutation_only_coupling_picks_optimal_pairing_and_keeps_orientation():
+    g = gen(14)
+    B, n = 5, 5
+    x0 = torch.randn(B, n, 3, generator=g, dtype=F64)
+    x1 = 0.5 * torch.randn(B, n, 3, generator=g, dtype=F64) + 2.0
+    C_ref = np.array([[brute_force_order_cost(x0[i].numpy(), x1[j].numpy()) for j in range(B)] for i in range(B)])
+    best = min(sum(C_ref[p[j], j] for j in range(B)) for p in itertools.permutations(range(B)))
+    coupling = AlignmentCoupling(rotations=False)
+    assert "rotations=False" in repr(coupling)
+    y0, y1 = coupling(x0, x1)
+    np.testing.assert_allclose(coupling.last_cost.numpy(), C_ref, atol=1e-10)
+    assert abs(float(((y0 - y1) ** 2).sum()) - best) < 1e-9
+    # the same points as the chosen source cloud, only reordered: no rotation
+    src = coupling.last_index
+    torch.testing.assert_close(y0.sort(1).values, centred(x0[src]).sort(1).values)
+    with pytest.raises(ValueError, match="`reflections=True` needs `rotations=True`"):
+        AlignmentCoupling(rotations=False, reflections=True)
+    with pytest.raises(TypeError, match="rotations"):
+        AlignmentCoupling(rotations="no")
+
+
 def test_bad_inputs():
     x = torch.randn(4, 5, 3)
     c = AlignmentCoupling()

@@ -141,6 +141,21 @@ def test_alignment_starts_and_rounds_reach_the_coupling_and_bad_values_are_refus
             TrainConfig(**{name: bad})
 
 
+def test_alignment_perm_coupling_aligns_the_order_only(tmp_path):
+    """--coupling alignment-perm: OT on the best within-type order of each pair, no rotation (a diagnostic)."""
+    tr = Trainer(_cfg(tmp_path, coupling="alignment-perm"), progress=False, log=lambda *_: None)
+    c = tr.coupling
+    assert (c.rotations, c.reflections, c.ot) == (False, False, True)
+    g = torch.Generator().manual_seed(2)
+    x0, x1 = tr.manifold.random_base(16, generator=g), tr.data.train[:16]
+    y0, y1 = c(x0, x1)
+    # each x0 keeps its orientation: the same points as its source cloud, reordered
+    torch.testing.assert_close(y0.sort(1).values, x0[c.last_index].sort(1).values)
+    unaligned = ((x0[c.last_index] - y1) ** 2).sum((-2, -1))
+    assert float(((y0 - y1) ** 2).sum()) < float(unaligned.sum())
+    assert math.isfinite(tr.fit()["test_nll"])
+
+
 def test_cli_alignment_options(tmp_path, capsys):
     from geoflow.cli import main
 
