@@ -194,9 +194,6 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solver", choices=("lapx", "scipy"), default="lapx",
                    help="assignment solver of the alignment (scipy: the fallback without lapx)")
-    p.add_argument("--threading", choices=("native", "python"), default="native",
-                   help="how lapx uses several threads: its own worker pool (the default) or Python threads "
-                        "(what a forked DataLoader worker uses)")
     p.add_argument("--solver-table", action="store_true",
                    help="also time lapx and scipy on the Hungarian problems of --solver-pairs pairs (one thread)")
     p.add_argument("--solver-pairs", type=int, default=2048)
@@ -206,7 +203,6 @@ def main(argv=None):
     if args.malloc == "keep":
         keep_freed_memory()
     _alignment._SOLVER = args.solver
-    _alignment._THREADING = args.threading
     B, n = args.batch, args.particles
     info = machine()
     print(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch threads {info['torch_threads']}, "
@@ -276,7 +272,6 @@ def main(argv=None):
             "data": args.data,
             "malloc": args.malloc,
             "solver": args.solver,
-            "threading": args.threading,
             "solver_table_us_per_problem": solvers,
             "solver_table_agreement": agree,
             "alignment": rows,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,31 +44,14 @@ _PAIR_BLOCK = 2048
 _PER_THREAD = 32
 #: Assignment solver of the alignment: "lapx" (default) or "scipy" (the fallback; benchmarks compare them).
 _SOLVER = "lapx"
-#: How lapx's batch solver uses several threads: "native" (its own worker pool, in the process that
-#: first used it; Python threads in forked children) or "python" (Python threads everywhere).
-_THREADING = "native"
-#: The process that started lapx's native worker pool (None until a multi-threaded solve).
-_POOL_PID: Optional[int] = None
-
-
-def _native_pool_ok() -> bool:
-    """Whether this process may use lapx's native worker pool: it does not survive a fork (a forked
-    child that calls it after the parent did hangs), so only the process that first used it does."""
-    global _POOL_PID
-    if _THREADING != "native":
-        return False
-    pid = os.getpid()
-    if _POOL_PID is None:
-        _POOL_PID = pid
-    return _POOL_PID == pid
 
 
 def _in_threads(P: int, solve) -> None:
     """Run ``solve(lo, hi)`` over [0, P) split into ``torch.get_num_threads()`` contiguous chunks of at
     least ``_PER_THREAD`` problems, each on a Python thread (the solvers release the GIL).
 
-    Used by scipy's solver, and by lapx's where its own worker pool may not run (a forked child of
-    the process that started it, e.g. a DataLoader worker, would hang in it): new threads survive a fork.
+    Python threads rather than lapx's own worker pool: that pool does not survive a fork (a forked
+    child that calls it after the parent did hangs, e.g. a DataLoader worker), new threads do.
     """
     workers = min(torch.get_num_threads(), P // _PER_THREAD)
     if workers <= 1:
@@ -101,9 +83,8 @@ def _assign_each_scipy(C: np.ndarray) -> np.ndarray:
 def _assign_each(C: np.ndarray) -> np.ndarray:
     """Exact minimum-cost assignment of every square problem C[p] (P, m, m) -> columns (P, m), int64.
 
-    Solved by lapx's batched Jonker-Volgenant solver (``lap.lapjvr_batch``) in C's own precision, on
-    ``torch.get_num_threads()`` threads: lapx's native worker pool in the process that first used it,
-    Python threads (one native thread per chunk of problems) in a forked child of it; both
+    Solved by lapx's batched Jonker-Volgenant solver (``lap.lapjvr_batch``, one native thread per
+    chunk of problems, the chunks on ``torch.get_num_threads()`` threads) in C's own precision; both
     it and scipy are exact, so the columns equal scipy's except where two assignments tie, and do
     not depend on the thread count.  Measured on the LJ55 alignment problems (one core,
     ``benchmarks/alignment_cost.py --solver-table``): 28.9 us per problem, against 68.9 us for
@@ -119,9 +100,6 @@ def _assign_each(C: np.ndarray) -> np.ndarray:
     if _SOLVER == "scipy" or _lapjvr_batch is None:
         # scipy starts from zero duals: reduced columns make its searches short (2.4x on LJ55 problems)
         return _assign_each_scipy(C - C.min(axis=1, keepdims=True))
-    workers = min(torch.get_num_threads(), P // _PER_THREAD)
-    if workers > 1 and _native_pool_ok():
-        return np.stack(_lapjvr_batch(C, n_threads=workers, return_cost=False)[1]).astype(np.int64, copy=False)
     out = np.empty((P, m), dtype=np.int64)
 
     def solve(lo: int, hi: int) -> None:

@@ -7,15 +7,10 @@ from ._bench import load_benchmark
 ac = load_benchmark("alignment_cost")
 
 
-def test_toy_run_writes_every_setting_and_the_order_only_row(tmp_path, capsys, monkeypatch):
-    from geoflow.couplings import alignment
-
-    # the script sets the solver options module-wide: restore them for the other tests
-    monkeypatch.setattr(alignment, "_SOLVER", alignment._SOLVER)
-    monkeypatch.setattr(alignment, "_THREADING", alignment._THREADING)
+def test_toy_run_writes_every_setting_and_the_order_only_row(tmp_path, capsys):
     out = tmp_path / "ac.json"
     ac.main(["--batch", "6", "--particles", "7", "--data", "gaussian", "--settings", "1,0 2,1 perm",
-             "--threading", "python", "--solver-table", "--solver-pairs", "8", "--json", str(out)])
+             "--solver-table", "--solver-pairs", "8", "--json", str(out)])
     text = capsys.readouterr().out
     assert "alignment order only (rotations=False)" in text
     res = json.loads(out.read_text())
@@ -28,4 +23,3 @@ def test_toy_run_writes_every_setting_and_the_order_only_row(tmp_path, capsys, m
     # the settings share the first start: more starts and rounds never align the batch worse
     assert rows["starts=2 n_iter=1"]["transport_cost"] <= rows["starts=1 n_iter=0"]["transport_cost"] + 1e-4  # float32 clouds
     assert res["solver_table_agreement"] == 1.0
-    assert res["threading"] == "python" and alignment._THREADING == "python"
