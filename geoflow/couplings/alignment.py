@@ -300,7 +300,8 @@ class _Aligner:
             count *= math.factorial(len(g))
             if count > max_exhaustive:
                 break
-        self.perms = self._all_perms(groups, n) if count <= max_exhaustive else None
+        # the permutation table serves the exhaustive rotation search only; rotations=False never reads it
+        self.perms = self._all_perms(groups, n) if rotations and count <= max_exhaustive else None
         self._perm_mats: dict = {}  # (dtype, device) -> the (n^2, Q) 0/1 matrices of the permutations (2-D)
 
     @staticmethod
